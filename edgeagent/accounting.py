@@ -1,0 +1,84 @@
+"""Frame accounting per source: received = processed + dropped + rejected (+ still in the agent).
+
+Written by the I/O thread, read by the metrics and status threads through :meth:`snapshot`, which
+takes the lock so a reader never sees a frame counted as received but not yet anywhere else.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+UNKNOWN_SOURCE = "-"  # a message rejected before its source name could be read
+OVERFLOW_SOURCE = "_overflow"  # sources beyond ingest.max_sources (bounded label cardinality)
+
+
+@dataclass
+class SourceCounts:
+    received: int = 0
+    processed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"received": self.received, "processed": self.processed,
+                "dropped": dict(self.dropped), "rejected": dict(self.rejected)}  # fmt: skip
+
+
+class Accounting:
+    """Counters per source; sources beyond ``max_sources`` are folded into one label."""
+
+    def __init__(self, max_sources: int) -> None:
+        self.max_sources = max_sources
+        self._lock = threading.Lock()
+        self._sources: dict[str, SourceCounts] = {}
+
+    def label(self, source: str | None) -> str:
+        """The label a frame is counted under (admits a new source while there is room)."""
+        if source is None:
+            return UNKNOWN_SOURCE
+        if source in self._sources:
+            return source
+        named = sum(1 for s in self._sources if s not in (UNKNOWN_SOURCE, OVERFLOW_SOURCE))
+        return source if named < self.max_sources else OVERFLOW_SOURCE
+
+    def _get(self, label: str) -> SourceCounts:
+        counts = self._sources.get(label)
+        if counts is None:
+            counts = self._sources[label] = SourceCounts()
+        return counts
+
+    def received(self, label: str) -> None:
+        with self._lock:
+            self._get(label).received += 1
+
+    def rejected(self, label: str, reason: str) -> None:
+        """A message that was received and refused (counts it as received too)."""
+        with self._lock:
+            c = self._get(label)
+            c.received += 1
+            c.rejected[reason] += 1
+
+    def dropped(self, label: str, reason: str) -> None:
+        with self._lock:
+            self._get(label).dropped[reason] += 1
+
+    def processed(self, label: str, n: int = 1) -> None:
+        with self._lock:
+            self._get(label).processed += n
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {s: c.as_dict() for s, c in self._sources.items()}
+
+    @staticmethod
+    def totals(snapshot: dict[str, dict[str, Any]]) -> dict[str, int]:
+        out = {"received": 0, "processed": 0, "dropped": 0, "rejected": 0}
+        for c in snapshot.values():
+            out["received"] += c["received"]
+            out["processed"] += c["processed"]
+            out["dropped"] += sum(c["dropped"].values())
+            out["rejected"] += sum(c["rejected"].values())
+        return out

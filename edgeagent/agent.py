@@ -1,0 +1,267 @@
+"""The agent: ``startup()`` → ``run()`` (main loop ticking every 0.1 s) → ``shutdown()``.
+
+Threads: the main thread (signals, sd_notify status and watchdog, level changes and reloads), the
+pipeline's I/O thread (sockets + engine), OpenVINO's own threads, the metrics HTTP thread, and a
+short-lived compile thread when a new level or model is needed. Signal handlers only record the
+signal; the main loop acts on it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edgeagent import config as config_mod
+from edgeagent.accounting import Accounting
+from edgeagent.config import Config
+from edgeagent.engine import Compiled, CpuPlan, Engine
+from edgeagent.errors import EdgeAgentError
+from edgeagent.logs import q
+from edgeagent.metrics import Metrics
+from edgeagent.pipeline import Pipeline
+from edgeagent.systemd import Notifier
+from edgeagent.tuner import Decision, ExecLevel, SLAPolicy, TunerState, WindowStats, decide, derive_ladder
+
+log = logging.getLogger("edgeagent.agent")
+TICK_S = 0.1
+
+
+class ForcedExit(EdgeAgentError):
+    """A second stop signal arrived while shutting down."""
+
+
+class Agent:
+    def __init__(self, cfg: Config, config_path: Path | None = None, overrides: dict[str, Any] | None = None,
+                 notifier: Notifier | None = None) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.config_path = config_path
+        self.overrides = overrides or {}
+        self.notifier = notifier or Notifier()
+        self._signals: collections.deque[int] = collections.deque()
+        self._stopping = False
+        self._level_requests: collections.deque[int] = collections.deque()
+        self._compiled: dict[tuple[int, int], Compiled] = {}  # (streams, batch) → compiled model
+        self._compile_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.tuner_state = TunerState(level=cfg.engine.level)
+        self.last_decision: Decision | None = None
+        self.windows = 0
+        self.windows_violating = 0
+        self.last_compile_s = 0.0
+        self.metrics: Metrics | None = None
+        self.metrics_address: tuple[str, int] | None = None
+        self.pipeline: Pipeline | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def startup(self) -> None:
+        """Compile the model, bind every socket, start threads, then tell systemd READY=1."""
+        cfg = self.cfg
+        self.cpus = CpuPlan.make(cfg.engine.cpus)
+        self.cpus.apply_process()
+        self.engine = Engine(cfg.model, self.cpus)
+        limits = self.engine.device_limits()
+        self.ladder = derive_ladder(len(self.cpus.inference), limits.max_streams, limits.throughput_streams,
+                                    limits.optimal_requests, cfg.engine.max_batch,
+                                    allow_batch=cfg.engine.max_batch > 1)  # fmt: skip
+        level = min(cfg.engine.level, len(self.ladder) - 1)
+        self.tuner_state = TunerState(level=level)
+        compiled = self._compile(self.ladder[level])
+        info = compiled.info
+        log.info("event=model_ready path=%s name=%s input=%s model_shape=%s frame=%dx%d rgb=%s mean=%s scale=%s "
+                 "outputs=%s compile_s=%.3f cache=%s", q(info.path), q(info.name), q(info.input_name),
+                 "x".join(map(str, info.model_shape)), info.frame_hw[1], info.frame_hw[0], info.rgb,
+                 q(info.mean), q(info.scale), q([f"{n}:{t}:{list(s)}" for n, t, s in info.outputs]),
+                 compiled.compile_s, q(self.engine.cache_dir or "off"))  # fmt: skip
+        log.info("event=exec_config level=%d hint=LATENCY streams=%d requests=%d batch=%d threads=%d precision=%s "
+                 "pinning=on cpus=%s inference_cpus=%s io_cpus=%s", level, compiled.streams,
+                 compiled.level.requests, compiled.level.batch, compiled.threads, compiled.precision,
+                 _cpus(self.cpus.all), _cpus(self.cpus.inference), _cpus(self.cpus.io))  # fmt: skip
+        log.info("event=ladder adaptive=%s sla_p99_ms=%g levels=%s", cfg.sla.adaptive, cfg.sla.p99_ms,
+                 q(" | ".join(f"{i}:{lv.describe()}" for i, lv in enumerate(self.ladder))))  # fmt: skip
+        self.accounting = Accounting(cfg.ingest.max_sources)
+        if cfg.metrics.listen:
+            self.metrics = Metrics(cfg.sla.p99_ms, self.state)
+        self.pipeline = Pipeline(cfg, self.engine, compiled, level, self.accounting, on_window=self._on_window,
+                                 on_latency=self.metrics.observe if self.metrics else None)  # fmt: skip
+        self.pipeline.bind()
+        if self.metrics is not None:
+            self.metrics_address = self.metrics.serve(cfg.metrics.listen)
+        self.pipeline.start(self.cpus.io if self.cpus.io != self.cpus.inference else None)
+        eps = self.pipeline.endpoints()
+        log.info("event=listening %s metrics=%s", " ".join(f"{k}={q(','.join(v))}" for k, v in eps.items()),
+                 q(f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics"
+                   if self.metrics_address else "off"))  # fmt: skip
+        self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum != signal.SIGHUP and self._stopping:
+            raise ForcedExit("second stop signal: exiting without draining")
+        if signum != signal.SIGHUP:
+            self._stopping = True
+        self._signals.append(signum)
+
+    def request_stop(self) -> None:
+        self._stopping = True
+        self._signals.append(signal.SIGTERM)
+
+    def run(self) -> None:
+        """The main loop: returns after a stop signal (or the I/O thread dying)."""
+        assert self.pipeline is not None
+        watchdog_every = self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else None
+        next_watchdog = time.monotonic()
+        next_status = time.monotonic() + 1.0
+        while True:
+            while self._signals:
+                signum = self._signals.popleft()
+                if signum == signal.SIGHUP:
+                    self.reload()
+                else:
+                    log.info("event=stopping signal=%s", signal.Signals(signum).name)
+                    return
+            if self.pipeline.stopped.is_set():
+                raise EdgeAgentError("the I/O thread stopped unexpectedly")
+            self._apply_level_requests()
+            now = time.monotonic()
+            if watchdog_every is not None and now >= next_watchdog and self._making_progress(now):
+                self.notifier.notify("WATCHDOG=1")
+                next_watchdog = now + watchdog_every
+            if now >= next_status:
+                self.notifier.notify(f"STATUS={self._status_line()}")
+                next_status = now + 1.0
+            time.sleep(TICK_S)
+
+    def shutdown(self) -> None:
+        """Drain and close everything (idempotent); bounded to about 5 s."""
+        self.notifier.notify("STOPPING=1")
+        if self.pipeline is not None:
+            self.pipeline.request_stop()
+            if not self.pipeline.join(5.0):
+                log.error("event=shutdown_timeout thread=io")
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.pipeline is not None:
+            totals = Accounting.totals(self.accounting.snapshot())
+            log.info("event=stopped %s", " ".join(f"{k}={v}" for k, v in totals.items()))
+        self.notifier.close()
+
+    # ------------------------------------------------------------------ health
+    def _making_progress(self, now: float) -> bool:
+        """Alive = the I/O thread is running and an in-flight job did not hang (watchdog contract)."""
+        p = self.pipeline
+        if p is None or p.stopped.is_set():
+            return False
+        limit = self.notifier.watchdog_s or 10.0
+        return p.in_flight == 0 or now - p.last_progress_s < limit
+
+    # ------------------------------------------------------------------ levels
+    def _compile(self, level: ExecLevel) -> Compiled:
+        key = (level.streams, level.batch)
+        base = self._compiled.get(key)
+        if base is None:
+            base = self.engine.compile(level)
+            self.last_compile_s = base.compile_s
+            self._compiled = {key: base}  # keep one compiled model: memory on an edge box is precious
+        return dataclasses.replace(base, level=level)
+
+    def _on_window(self, ws: WindowStats) -> None:
+        """Called by the I/O thread at each window end: account, and let the policy decide."""
+        self.windows += 1
+        if not ws.met(self.cfg.sla.p99_ms):
+            self.windows_violating += 1
+        if not self.cfg.sla.adaptive:
+            return
+        policy = SLAPolicy(p99_ms=self.cfg.sla.p99_ms, window_s=self.cfg.sla.window_s,
+                           min_frames=self.cfg.sla.min_frames, headroom=self.cfg.sla.headroom)  # fmt: skip
+        self.tuner_state, decision = decide(self.tuner_state, ws, self.ladder, policy)
+        self.last_decision = decision
+        if decision.action != "hold":
+            log.info("event=tuner_decision action=%s from=%d to=%d reason=%s", decision.action,
+                     decision.from_level, decision.to_level, q(decision.reason))  # fmt: skip
+            self._level_requests.append(decision.to_level)
+
+    def _apply_level_requests(self) -> None:
+        """Main thread: compile the newest requested level off the hot path, then hand it over."""
+        if not self._level_requests or (self._compile_thread and self._compile_thread.is_alive()):
+            return
+        target = self._level_requests.pop()
+        self._level_requests.clear()
+        assert self.pipeline is not None
+        if target == self.pipeline.level_index:
+            return
+
+        def work() -> None:
+            try:
+                compiled = self._compile(self.ladder[target])
+            except EdgeAgentError as exc:
+                log.error("event=level_compile_failed level=%d error=%s", target, q(exc))
+                return
+            assert self.pipeline is not None
+            self.pipeline.switch_to(compiled, target)
+
+        self._compile_thread = threading.Thread(target=work, name="edgeagent-compile", daemon=True)
+        self._compile_thread.start()
+
+    def set_level(self, level: int) -> None:
+        """Ask for a level (tests, benchmarks with a static level)."""
+        self._level_requests.append(level)
+
+    # ------------------------------------------------------------------ reload
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; SLA settings apply at once (other sections need a restart)."""
+        self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = config_mod.load(self.config_path, self.overrides)
+        except EdgeAgentError as exc:
+            log.error("event=reload_failed error=%s", q(exc))
+        else:
+            changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.cfg, f.name)]
+            self.cfg = dataclasses.replace(self.cfg, sla=new.sla)
+            if self.pipeline is not None:
+                self.pipeline.cfg = dataclasses.replace(self.pipeline.cfg, sla=new.sla)
+            ignored = [c for c in changed if c != "sla"]
+            log.info("event=reloaded sla_p99_ms=%g adaptive=%s needs_restart=%s", new.sla.p99_ms, new.sla.adaptive,
+                     q(",".join(ignored) or "-"))  # fmt: skip
+        self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
+
+    # ------------------------------------------------------------------ state
+    def _status_line(self) -> str:
+        p = self.pipeline
+        win = p.last_window if p else None
+        p99 = f"{win.p99_ms:.1f}ms" if win is not None and win.frames else "-"
+        lvl = p.level_index if p else 0
+        return f"level {lvl} ({self.ladder[lvl].describe()}), last p99 {p99}, SLA {self.cfg.sla.p99_ms:g}ms"
+
+    def state(self) -> dict[str, Any]:
+        """A consistent-enough snapshot for metrics and status (any thread)."""
+        p = self.pipeline
+        assert p is not None
+        active = p.engine.active
+        win = p.last_window
+        return {
+            "accounting": self.accounting.snapshot(),
+            "level": p.level_index,
+            "exec": active.describe() if active else {"streams": 0, "requests": 0, "batch": 0, "threads": 0},
+            "in_flight": p.in_flight,
+            "window": None if win is None else {**dataclasses.asdict(win), "goodput_fps": win.goodput_fps},
+            "windows": self.windows,
+            "windows_violating": self.windows_violating,
+            "sla_p99_ms": self.cfg.sla.p99_ms,
+            "switches": p.switch_count,
+            "last_switch_s": p.last_switch_s,
+            "last_compile_s": self.last_compile_s,
+        }
+
+
+def _cpus(cpus: tuple[int, ...]) -> str:
+    return ",".join(map(str, cpus))

@@ -1,0 +1,377 @@
+"""Configuration: one frozen dataclass tree, built by :func:`load` from a TOML file and overrides.
+
+Every CLI flag of ``edgeagent run`` has a key here (``section.key``); flags override the file.
+Unknown keys, wrong types and impossible values raise :class:`ConfigError` naming the file, the key,
+the value and what was expected. Nothing here exits the process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from edgeagent.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_SYSTEM_CONFIG = Path("/etc/edgeagent/agent.toml")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str | None = None  # None: the built-in synthetic MobileNetV2-shaped classifier
+    input_shape: tuple[int, ...] | None = None  # resolves dynamic dims, e.g. (1, 3, 480, 640)
+    frame_size: tuple[int, ...] | None = None  # (width, height) of incoming frames; None: model's size
+    rgb: bool | None = None  # the model wants RGB (frames are BGR); None: model default (builtin: True)
+    mean: tuple[float, ...] | None = None  # per channel, in the model's colour order
+    scale: tuple[float, ...] | None = None
+    device: str = "CPU"
+    precision: str | None = None  # INFERENCE_PRECISION_HINT (f32, bf16, f16); None: device default
+    cache_dir: str | None = None  # None: $XDG_CACHE_HOME/edgeagent
+
+    def validate(self) -> None:
+        if self.frame_size is not None and (
+            len(self.frame_size) != 2 or min(self.frame_size) < 1 or max(self.frame_size) > 16384
+        ):
+            raise ValueError(("frame_size", self.frame_size, "WIDTH,HEIGHT with 1 <= each <= 16384"))
+        for name in ("mean", "scale"):
+            v = getattr(self, name)
+            if v is not None and len(v) not in (1, 3):
+                raise ValueError((name, v, "1 or 3 comma-separated numbers"))
+        if self.scale is not None and any(s == 0 for s in self.scale):
+            raise ValueError(("scale", self.scale, "non-zero numbers"))
+        if self.input_shape is not None and any(d < 1 for d in self.input_shape):
+            raise ValueError(("input_shape", self.input_shape, "positive integers, e.g. 1,3,480,640"))
+        if self.precision is not None and self.precision not in ("f32", "bf16", "f16"):
+            raise ValueError(("precision", self.precision, "one of f32, bf16, f16"))
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    listen: tuple[str, ...] = ("tcp://*:5555",)  # ROUTER: imagezmq REQ/REP senders and native REQ
+    connect: tuple[str, ...] = ()  # SUB connects: imagezmq PUB/SUB senders and native PUB
+    pull: tuple[str, ...] = ("tcp://*:5557",)  # PULL binds: native PUSH publishers
+    reply: Literal["json", "ok"] = "json"  # what a REQ sender gets back for a processed frame
+    max_sources: int = 64  # distinct source names kept at once; more are rejected (bounded memory)
+    max_frame_age_ms: float = 0.0  # drop frames older than this when their turn comes; 0: off
+    max_header_bytes: int = 4096  # JSON headers longer than this are rejected before parsing
+    max_message_bytes: int = 64 * 1024 * 1024  # ZMQ_MAXMSGSIZE: a hard cap enforced by libzmq
+    rcvhwm: int = 64  # per-socket receive high-water mark (messages)
+
+    def validate(self) -> None:
+        if not (self.listen or self.connect or self.pull):
+            raise ValueError(("listen", self.listen, "at least one ingest endpoint (listen, connect or pull)"))
+        for name in ("listen", "connect", "pull"):
+            for ep in getattr(self, name):
+                if "://" not in ep:
+                    raise ValueError((name, ep, "a ZeroMQ endpoint such as tcp://*:5555 or ipc:///run/x"))
+        if self.max_sources < 1:
+            raise ValueError(("max_sources", self.max_sources, "an integer >= 1"))
+        if self.max_frame_age_ms < 0:
+            raise ValueError(("max_frame_age_ms", self.max_frame_age_ms, "a number >= 0"))
+        if not 64 <= self.max_header_bytes <= 1 << 20:
+            raise ValueError(("max_header_bytes", self.max_header_bytes, "64 .. 1048576"))
+        if self.max_message_bytes < 1024:
+            raise ValueError(("max_message_bytes", self.max_message_bytes, "an integer >= 1024"))
+        if self.rcvhwm < 1:
+            raise ValueError(("rcvhwm", self.rcvhwm, "an integer >= 1"))
+
+
+@dataclass(frozen=True)
+class ResultsConfig:
+    publish: str = "tcp://127.0.0.1:5556"  # PUB endpoint; "" disables publishing
+    postprocess: Literal["none", "topk"] = "none"
+    topk: int = 5
+    send_outputs: bool = True  # attach raw output tensors as extra message parts
+
+    def validate(self) -> None:
+        if self.publish and "://" not in self.publish:
+            raise ValueError(("publish", self.publish, "a ZeroMQ endpoint or an empty string"))
+        if not 1 <= self.topk <= 1000:
+            raise ValueError(("topk", self.topk, "1 .. 1000"))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    cpus: tuple[int, ...] | None = None  # CPU set for the agent; None: all the process may use
+    level: int = 0  # the execution level to start at (index into the ladder)
+    max_batch: int = 4  # largest batch the ladder may use (1 disables batching)
+    batch_wait_ms: float = 0.0  # batch-forming wait; 0: derived as a small share of the SLA
+
+    def validate(self) -> None:
+        if self.cpus is not None and (not self.cpus or min(self.cpus) < 0):
+            raise ValueError(("cpus", self.cpus, "a non-empty list of CPU numbers"))
+        if self.level < 0:
+            raise ValueError(("level", self.level, "an integer >= 0"))
+        if self.max_batch not in (1, 2, 4, 8):
+            raise ValueError(("max_batch", self.max_batch, "one of 1, 2, 4, 8"))
+        if self.batch_wait_ms < 0:
+            raise ValueError(("batch_wait_ms", self.batch_wait_ms, "a number >= 0"))
+
+
+@dataclass(frozen=True)
+class SLAConfig:
+    p99_ms: float = 30.0  # end-to-end p99 inside the agent (socket in → result out)
+    window_s: float = 1.0
+    min_frames: int = 50
+    headroom: float = 0.8
+    adaptive: bool = False  # enlarge throughput settings while the SLA holds
+
+    def validate(self) -> None:
+        if not 0 < self.p99_ms <= 60_000:
+            raise ValueError(("p99_ms", self.p99_ms, "a number of milliseconds in (0, 60000]"))
+        if not 0.05 <= self.window_s <= 600:
+            raise ValueError(("window_s", self.window_s, "seconds in [0.05, 600]"))
+        if self.min_frames < 1:
+            raise ValueError(("min_frames", self.min_frames, "an integer >= 1"))
+        if not 0 < self.headroom <= 1:
+            raise ValueError(("headroom", self.headroom, "a fraction in (0, 1]"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9110"  # HOST:PORT of the Prometheus endpoint; "" disables it
+
+    def validate(self) -> None:
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(("listen", self.listen, "HOST:PORT, e.g. 127.0.0.1:9110"))
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["kv", "json"] = "kv"
+    rate_limit_s: float = 5.0  # repeated warnings of one kind are logged at most once per this
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sla: SLAConfig = field(default_factory=SLAConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}s"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """Convert a TOML value or a CLI string to ``tp``; raise TypeError when it cannot be."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none") and type(None) in args):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a)
+            except TypeError:
+                continue
+        raise TypeError
+    if origin is Literal:
+        if value in args:
+            return value
+        raise TypeError
+    if origin is tuple:
+        if isinstance(value, str):
+            if args[0] in (int, float):
+                value = value.replace("x", ",")  # "640x480" reads as 640,480
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return tuple(_coerce(v, args[0]) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise TypeError
+    if tp is int:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value, 0)
+            except ValueError as exc:
+                raise TypeError from exc
+        raise TypeError
+    if tp is float:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError as exc:
+                raise TypeError from exc
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError
+
+
+def _build_section(cls: type[Any], values: Mapping[str, Any], where: str, section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(
+                f"{where}: unknown key '{section}.{key}'; expected one of: {', '.join(sorted(known))}"
+            )
+        try:
+            kwargs[key] = _coerce(value, hints[key])
+        except TypeError:
+            raise ConfigError(
+                f"{where}: key '{section}.{key}' = {value!r}: expected {_describe(hints[key])}"
+            ) from None
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ValueError as exc:
+            key, value, expected = exc.args[0]
+            raise ConfigError(f"{where}: key '{section}.{key}' = {value!r}: expected {expected}") from None
+    return obj
+
+
+def build(tree: Mapping[str, Any], where: str) -> Config:
+    """Build a :class:`Config` from a nested mapping (``{"sla": {"p99_ms": 30}}``)."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    kwargs: dict[str, Any] = {}
+    for name, values in tree.items():
+        if name not in sections:
+            raise ConfigError(f"{where}: unknown section '[{name}]'; expected one of: {', '.join(sections)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{where}: '{name}' must be a table ([{name}]), got {values!r}")
+        kwargs[name] = _build_section(hints[name], values, where, name)
+    return Config(**kwargs)
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML file into a nested dict; errors name the file."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Load ``path`` (None: defaults only) and apply ``overrides`` (``{"sla.p99_ms": 25.0}``).
+
+    Raises :class:`ConfigError`; override errors name the flag's key as ``command line``.
+    """
+    tree: dict[str, Any] = read_file(path) if path is not None else {}
+    where = str(path) if path is not None else "defaults"
+    cfg = build(tree, where)
+    if overrides:
+        merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in tree.items() if isinstance(v, Mapping)}
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            merged.setdefault(section, {})[key] = value
+        # Re-validate everything together: an override may make a file value impossible and vice versa.
+        cfg = build(merged, f"{where} + command line" if path is not None else "command line")
+    return cfg
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    """A copy of ``cfg`` with whole sections replaced (tests and the reload path use it)."""
+    return dataclasses.replace(cfg, **sections)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as plain nested data (for ``config check`` output and the status command)."""
+    return dataclasses.asdict(cfg)
+
+
+EXAMPLE = '''\
+# edgeagent configuration (TOML). Every key is optional; the values shown are the defaults.
+# Validate with:  edgeagent config check /etc/edgeagent/agent.toml
+
+[model]
+# path = "/var/lib/edgeagent/model.xml"   # IR .xml, .onnx, .tflite, Paddle; unset: built-in model
+# input_shape = [1, 3, 480, 640]          # resolves dynamic dimensions
+# frame_size = [640, 480]                 # width, height of incoming frames; unset: the model's size
+# rgb = true                              # the model wants RGB (frames arrive as BGR)
+# mean = [123.675, 116.28, 103.53]        # per channel, subtracted in the graph
+# scale = [58.395, 57.12, 57.375]         # per channel, divided in the graph
+device = "CPU"
+# precision = "bf16"                      # f32, bf16, f16; unset: the device default
+# cache_dir = "/var/cache/edgeagent"      # model + OpenVINO compile cache; unset: $XDG_CACHE_HOME/edgeagent
+
+[ingest]
+listen = ["tcp://*:5555"]                 # ROUTER for imagezmq REQ/REP senders (and native REQ)
+connect = []                              # SUB: imagezmq PUB/SUB senders (they bind), native PUB
+pull = ["tcp://*:5557"]                   # PULL for native PUSH publishers
+reply = "json"                            # "json" result summary or "ok" (b"OK") to REQ senders
+max_sources = 64
+max_frame_age_ms = 0.0                    # 0: off
+max_header_bytes = 4096
+max_message_bytes = 67108864
+rcvhwm = 64
+
+[results]
+publish = "tcp://127.0.0.1:5556"          # PUB, topic = source name; "" disables
+postprocess = "none"                      # "topk" adds the top-k classes of a classifier
+topk = 5
+send_outputs = true
+
+[engine]
+# cpus = [1, 2, 3]                        # unset: every CPU the process may use
+level = 0                                 # start level (0 = LATENCY: 1 stream, 1 request)
+max_batch = 4
+batch_wait_ms = 0.0                       # 0: a small share of the SLA
+
+[sla]
+p99_ms = 30.0
+window_s = 1.0
+min_frames = 50
+headroom = 0.8
+adaptive = false
+
+[metrics]
+listen = "127.0.0.1:9110"                 # Prometheus endpoint; "" disables
+
+[log]
+level = "info"
+format = "kv"                             # "kv" (key=value) or "json"
+rate_limit_s = 5.0
+'''

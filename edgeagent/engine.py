@@ -1,0 +1,225 @@
+"""The inference engine: CPU plan, compilation per execution level, and the AsyncInferQueue.
+
+Threading contract: :meth:`Engine.compile` may run on any thread (the agent compiles new levels in
+the background); everything else (``activate``, ``submit``, ``drain``) is called by the one thread
+that owns the engine (the pipeline's I/O thread). Completions are delivered by OpenVINO's callback
+thread to the ``on_done`` callable given to :meth:`Engine.activate`, which must be quick and
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import psutil
+
+from edgeagent.config import ModelConfig
+from edgeagent.errors import ModelError
+from edgeagent.models import ModelInfo, cache_root, prepare, read_model
+from edgeagent.tuner import ExecLevel
+from edgeagent.wire import Frame
+
+log = logging.getLogger("edgeagent.engine")
+
+LEVEL0 = ExecLevel(streams=1, requests=1, batch=1)
+_PRECISION = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """Which CPUs the agent uses. With at least 3 CPUs, the socket thread gets one of its own."""
+
+    all: tuple[int, ...]
+    inference: tuple[int, ...]
+    io: tuple[int, ...]
+
+    @staticmethod
+    def make(requested: Sequence[int] | None) -> CpuPlan:
+        allowed = tuple(sorted(os.sched_getaffinity(0)))
+        cpus = tuple(sorted(set(requested))) if requested else allowed
+        missing = sorted(set(cpus) - set(allowed))
+        if missing:
+            raise ModelError(f"--cpus {list(cpus)}: CPUs {missing} are not available to this process {list(allowed)}")
+        if len(cpus) >= 3:
+            return CpuPlan(cpus, cpus[1:], cpus[:1])
+        return CpuPlan(cpus, cpus, cpus)
+
+    def apply_process(self) -> None:
+        """Restrict the whole process (threads started later inherit it)."""
+        psutil.Process().cpu_affinity(list(self.all))
+
+    def pin_current_thread(self, cpus: Sequence[int]) -> None:
+        os.sched_setaffinity(0, cpus)  # pid 0: the calling thread only
+
+
+@dataclass
+class Compiled:
+    """One compiled model at one execution level."""
+
+    model: ov.CompiledModel
+    level: ExecLevel
+    info: ModelInfo
+    compile_s: float
+    streams: int
+    threads: int
+    precision: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"streams": self.streams, "requests": self.level.requests, "batch": self.level.batch,
+                "threads": self.threads, "precision": self.precision}  # fmt: skip
+
+
+@dataclass
+class Completion:
+    """What OpenVINO's callback hands back for one submitted job."""
+
+    frames: list[Frame]
+    outputs: list[list[np.ndarray]]  # per frame: one array per model output (copies, request is reused)
+    submit_ns: int
+    done_ns: int
+    infer_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """What the device reports, used to derive the ladder."""
+
+    max_streams: int
+    throughput_streams: int
+    optimal_requests: int
+
+
+class Engine:
+    """Compiles the model at a given level and runs jobs on an AsyncInferQueue."""
+
+    def __init__(self, model_cfg: ModelConfig, cpus: CpuPlan, core: ov.Core | None = None) -> None:
+        self.cfg = model_cfg
+        self.cpus = cpus
+        self.core = core or ov.Core()
+        self._compile_lock = threading.Lock()  # ov.Core is shared; compile one level at a time
+        self.cache_dir: str | None = None
+        cache = cache_root(model_cfg) / "ov_cache"
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            if os.access(cache, os.W_OK):
+                self.core.set_property({"CACHE_DIR": str(cache)})
+                self.cache_dir = str(cache)
+            else:
+                log.warning("event=cache_disabled dir=%s reason=not_writable", cache)
+        except OSError as exc:
+            log.warning("event=cache_disabled dir=%s reason=%s", cache, exc.strerror)
+        self.queue: ov.AsyncInferQueue | None = None
+        self.active: Compiled | None = None
+        self._on_done: Callable[[Completion], None] | None = None
+
+    # ----------------------------------------------------------------- any thread
+    def device_limits(self) -> DeviceLimits:
+        dev = self.cfg.device
+        lo_hi = self.core.get_property(dev, "RANGE_FOR_STREAMS")
+        max_streams = min(int(lo_hi[1]), len(self.cpus.inference))
+        try:
+            # What the THROUGHPUT hint would choose for this CPU set, without compiling anything.
+            tput = len(self.cpus.inference) // 2 if len(self.cpus.inference) > 2 else len(self.cpus.inference)
+            tput = max(1, min(tput, max_streams))
+            opt = int(self.core.get_property(dev, "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        except RuntimeError:
+            tput, opt = max_streams, 1
+        return DeviceLimits(max(1, max_streams), tput, max(1, opt))
+
+    def compile(self, level: ExecLevel) -> Compiled:
+        """Read, pre-process and compile the model for ``level``; raises ModelError. Thread-safe."""
+        t0 = time.perf_counter()
+        with self._compile_lock:
+            model, path = read_model(self.core, self.cfg)
+            model, info = prepare(model, path, self.cfg, batch=level.batch)
+            props: dict[str, Any] = {
+                "PERFORMANCE_HINT": "LATENCY" if level.streams == 1 else "THROUGHPUT",
+                "NUM_STREAMS": level.streams,
+                "INFERENCE_NUM_THREADS": len(self.cpus.inference),
+                "ENABLE_CPU_PINNING": True,
+            }
+            if self.cfg.device != "CPU":
+                props = {"PERFORMANCE_HINT": props["PERFORMANCE_HINT"]}
+            if self.cfg.precision:
+                props["INFERENCE_PRECISION_HINT"] = _PRECISION[self.cfg.precision]
+            # OpenVINO sizes and pins its thread pool from the compiling thread's affinity.
+            saved = os.sched_getaffinity(0)
+            try:
+                self.cpus.pin_current_thread(self.cpus.inference)
+                compiled = self.core.compile_model(model, self.cfg.device, props)
+            except RuntimeError as exc:
+                first = next((ln for ln in str(exc).splitlines() if ln.strip()), "")
+                raise ModelError(f"cannot compile {path} for {self.cfg.device} at {level.describe()}: {first[:200]}") \
+                    from None  # fmt: skip
+            finally:
+                os.sched_setaffinity(0, saved)
+        streams = int(compiled.get_property("NUM_STREAMS")) if self.cfg.device == "CPU" else level.streams
+        threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if self.cfg.device == "CPU" else 0
+        prec = compiled.get_property("INFERENCE_PRECISION_HINT")
+        precision = prec.get_type_name() if hasattr(prec, "get_type_name") else str(prec)
+        return Compiled(compiled, level, info, time.perf_counter() - t0, streams, threads, precision)
+
+    # ----------------------------------------------------------------- owner thread
+    def activate(self, compiled: Compiled, on_done: Callable[[Completion], None]) -> None:
+        """Make ``compiled`` the running model. The previous queue must be drained (no jobs)."""
+        queue = ov.AsyncInferQueue(compiled.model, compiled.level.requests)
+        queue.set_callback(self._callback)
+        self._on_done = on_done
+        self.queue = queue
+        self.active = compiled
+
+    @property
+    def capacity(self) -> int:
+        return self.active.level.requests if self.active else 0
+
+    @property
+    def batch(self) -> int:
+        return self.active.level.batch if self.active else 1
+
+    def submit(self, frames: list[Frame]) -> None:
+        """Start one job for 1..batch frames. Must only be called while a request is idle.
+
+        Batch 1 is zero-copy: the input tensor shares the frame's buffer (the received ZeroMQ
+        message for raw frames). Larger batches are stacked into one contiguous array (one copy).
+        """
+        assert self.queue is not None and self.active is not None
+        batch = self.active.level.batch
+        if batch == 1:
+            data = frames[0].image[None]
+        else:
+            images = [f.image for f in frames]
+            images += [images[-1]] * (batch - len(images))  # pad a partial batch; padded rows are ignored
+            data = np.stack(images)
+        self.queue.start_async({0: data}, (frames, time.monotonic_ns()), share_inputs=True)
+
+    def _callback(self, request: ov.InferRequest, userdata: tuple[list[Frame], int]) -> None:
+        # Runs on OpenVINO's thread: copy the outputs (the request is reused at once) and hand off.
+        frames, submit_ns = userdata
+        done_ns = time.monotonic_ns()
+        try:
+            tensors = [request.get_output_tensor(i).data for i in range(len(request.model_outputs))]
+            outputs = [[np.array(t[i : i + 1]) for t in tensors] for i in range(len(frames))]
+            completion = Completion(frames, outputs, submit_ns, done_ns, float(request.latency))
+        except RuntimeError as exc:
+            completion = Completion(frames, [], submit_ns, done_ns, 0.0, error=str(exc)[:200])
+        assert self._on_done is not None
+        self._on_done(completion)
+
+    def input_pointer(self, job: int = 0) -> int:
+        """Address of a request's input tensor data (the zero-copy test reads it)."""
+        assert self.queue is not None
+        return int(self.queue[job].get_input_tensor().data.ctypes.data)
+
+    def drain(self) -> None:
+        """Block until every started job has completed (their callbacks have run)."""
+        if self.queue is not None:
+            self.queue.wait_all()

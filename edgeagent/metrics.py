@@ -1,0 +1,122 @@
+"""Prometheus metrics on a private registry, served over HTTP by ``prometheus-client``.
+
+Counters that must add up (frame accounting) are not duplicated into prometheus counters: a custom
+collector reads :class:`~edgeagent.accounting.Accounting` at scrape time, so the metrics and the
+status command can never disagree. Latency histograms are observed per frame on the I/O thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgeagent.errors import EndpointError
+from edgeagent.pipeline import LatencySample
+
+
+def latency_buckets_s(sla_ms: float) -> list[float]:
+    """Buckets from 0.5 ms to 10 s, dense around the SLA (0.5x .. 2x in 10 % steps)."""
+    coarse = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
+    fine = [sla_ms * f / 1000 for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 2.0)]
+    return sorted({round(b, 6) for b in coarse + fine})
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
+        self._state = state
+        self._proc = psutil.Process()
+
+    def collect(self) -> Iterator[Metric]:
+        st = self._state()
+        frames = CounterMetricFamily("edgeagent_frames", "Frames by source and outcome "
+                                     "(received = processed + dropped + rejected + in the agent)",
+                                     labels=["source", "outcome", "reason"])  # fmt: skip
+        for source, c in st["accounting"].items():
+            frames.add_metric([source, "received", ""], c["received"])
+            frames.add_metric([source, "processed", ""], c["processed"])
+            for reason, n in c["dropped"].items():
+                frames.add_metric([source, "dropped", reason], n)
+            for reason, n in c["rejected"].items():
+                frames.add_metric([source, "rejected", reason], n)
+        yield frames
+        win = st.get("window")
+        g = GaugeMetricFamily("edgeagent_window_latency_seconds", "Last control window's end-to-end "
+                              "latency percentiles", labels=["quantile"])  # fmt: skip
+        gp = GaugeMetricFamily("edgeagent_window_goodput_fps", "Last window's in-SLA frames per second")
+        if win is not None:
+            for qn, v in (("0.5", win["p50_ms"]), ("0.95", win["p95_ms"]), ("0.99", win["p99_ms"]),
+                          ("1", win["max_ms"])):  # fmt: skip
+                g.add_metric([qn], v / 1000 if v is not None and not math.isnan(v) else math.nan)
+            gp.add_metric([], win["goodput_fps"])
+        yield g
+        yield gp
+        yield CounterMetricFamily("edgeagent_windows", "Control windows", value=st["windows"])
+        yield CounterMetricFamily("edgeagent_sla_violating_windows", "Windows whose p99 broke the SLA",
+                                  value=st["windows_violating"])  # fmt: skip
+        yield GaugeMetricFamily("edgeagent_sla_p99_seconds", "The latency SLA (p99)", value=st["sla_p99_ms"] / 1000)
+        lvl = st["exec"]
+        yield GaugeMetricFamily("edgeagent_level", "Current execution level (0 = LATENCY)", value=st["level"])
+        for key in ("streams", "requests", "batch", "threads"):
+            yield GaugeMetricFamily(f"edgeagent_exec_{key}", f"Current execution setting: {key}", value=lvl[key])
+        yield GaugeMetricFamily("edgeagent_in_flight_jobs", "Inference jobs started and not completed",
+                                value=st["in_flight"])  # fmt: skip
+        yield CounterMetricFamily("edgeagent_level_switches", "Execution level switches", value=st["switches"])
+        yield GaugeMetricFamily("edgeagent_last_switch_seconds", "Duration of the last level switch "
+                                "(drain + swap)", value=st["last_switch_s"])  # fmt: skip
+        yield GaugeMetricFamily("edgeagent_last_compile_seconds", "Duration of the last model compile",
+                                value=st["last_compile_s"])  # fmt: skip
+        with self._proc.oneshot():
+            yield GaugeMetricFamily("edgeagent_process_resident_memory_bytes", "Agent RSS",
+                                    value=self._proc.memory_info().rss)  # fmt: skip
+            t = self._proc.cpu_times()
+            yield CounterMetricFamily("edgeagent_process_cpu_seconds", "Agent CPU time", value=t.user + t.system)
+        steal = getattr(psutil.cpu_times(), "steal", 0.0)
+        yield CounterMetricFamily("edgeagent_host_cpu_steal_seconds", "Host CPU steal time (all CPUs)",
+                                  value=steal)  # fmt: skip
+
+
+class Metrics:
+    """Histograms fed per frame plus the state collector; :meth:`serve` starts the HTTP endpoint."""
+
+    def __init__(self, sla_ms: float, state: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry()
+        buckets = latency_buckets_s(sla_ms)
+        self.e2e = Histogram("edgeagent_latency_seconds", "End-to-end latency inside the agent "
+                             "(socket in to result out)", registry=self.registry, buckets=buckets)  # fmt: skip
+        self.queue = Histogram("edgeagent_queue_latency_seconds", "Receipt to inference start",
+                               registry=self.registry, buckets=buckets)  # fmt: skip
+        self.infer = Histogram("edgeagent_inference_latency_seconds", "Inference (OpenVINO request latency)",
+                               registry=self.registry, buckets=buckets)  # fmt: skip
+        self.registry.register(_StateCollector(state))
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def observe(self, s: LatencySample) -> None:
+        """Called by the I/O thread for every published frame."""
+        self.e2e.observe(s.total_ms / 1000)
+        self.queue.observe(s.queue_ms / 1000)
+        self.infer.observe(s.infer_ms / 1000)
+
+    def serve(self, listen: str) -> tuple[str, int]:
+        """Start the endpoint on HOST:PORT (port 0 picks one); returns the bound address."""
+        host, _, port = listen.rpartition(":")
+        host = host.strip("[]")
+        try:
+            self._server, self._thread = start_http_server(int(port), addr=host, registry=self.registry)
+        except OSError as exc:
+            raise EndpointError(f"cannot serve metrics on {listen}: {exc.strerror}") from None
+        bound = self._server.server_address
+        return str(bound[0]), int(bound[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,258 @@
+"""Reading a model, the built-in default model, and in-graph pre-processing (PrePostProcessor).
+
+The agent feeds the compiled model exactly what cameras send: u8 HxWx3 BGR frames (batch N).
+Layout, element type, colour order, resize, mean and scale all happen inside the compiled graph,
+which is faster than numpy and lets the received ZeroMQ buffer be the input tensor with no copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
+
+from edgeagent.config import ModelConfig
+from edgeagent.errors import ModelError
+
+BUILTIN_NAME = "edgeagent-builtin-mobilenetv2"
+BUILTIN_VERSION = 1
+BUILTIN_SEED = 20261124
+# MobileNetV2's (expansion t, channels c, repeats n, stride s) table, from the paper.
+_MOBILENETV2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                       (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+# The built-in model's own pre-processing, in the same rt_info slot any IR may carry.
+_BUILTIN_PREPROCESS = {"rgb": True, "mean": [127.5, 127.5, 127.5], "scale": [127.5, 127.5, 127.5]}
+RT_INFO_KEY = "edgeagent_preprocess"
+
+
+def cache_root(cfg: ModelConfig) -> Path:
+    """Where the built-in model and OpenVINO's compile cache live (XDG cache dir by default)."""
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir)
+    base = os.environ.get("CACHE_DIRECTORY") or os.environ.get("XDG_CACHE_HOME")  # systemd, then XDG
+    return Path(base) / "edgeagent" if base else Path.home() / ".cache" / "edgeagent"
+
+
+class _Builder:
+    """Seeded weights for a MobileNetV2-shaped graph (BatchNorm folded into conv biases)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def conv(self, x: Any, cin: int, cout: int, k: int, stride: int, groups: int = 1, act: bool = True) -> Any:
+        fan_in = (cin // groups) * k * k
+        # He initialisation keeps activations in range through ReLU6, so outputs stay informative.
+        w = (self.rng.standard_normal((cout, cin // groups, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        pad = [k // 2, k // 2]
+        if groups == 1:
+            y = ops.convolution(x, ops.constant(w), [stride, stride], pad, pad, [1, 1])
+        else:
+            wg = w.reshape(groups, cout // groups, cin // groups, k, k)
+            y = ops.group_convolution(x, ops.constant(wg), [stride, stride], pad, pad, [1, 1])
+        b = (self.rng.standard_normal((1, cout, 1, 1)) * 0.05).astype(np.float32)
+        y = ops.add(y, ops.constant(b))
+        return ops.clamp(y, 0.0, 6.0) if act else y  # ReLU6
+
+
+def build_builtin_model() -> ov.Model:
+    """A deterministic MobileNetV2-shaped classifier: 1x3x224x224 f32 in, 1x1000 softmax out.
+
+    The weights are synthetic (seeded), not trained: the model exists so the agent, the tests and the
+    benchmarks run out of the box with a realistic edge compute profile.
+    """
+    b = _Builder(BUILTIN_SEED)
+    x = ops.parameter([1, 3, 224, 224], np.float32, name="input")
+    y = b.conv(x, 3, 32, 3, 2)
+    cin = 32
+    for t, c, n, s in _MOBILENETV2_BLOCKS:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            h = b.conv(y, cin, hidden, 1, 1) if t != 1 else y
+            h = b.conv(h, hidden, hidden, 3, stride, groups=hidden)
+            h = b.conv(h, hidden, c, 1, 1, act=False)
+            y = ops.add(y, h) if stride == 1 and cin == c else h  # inverted residual
+            cin = c
+    y = b.conv(y, cin, 1280, 1, 1)
+    y = ops.reduce_mean(y, [2, 3], keep_dims=False)
+    w = (b.rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280)).astype(np.float32)
+    logits = ops.matmul(y, ops.constant(w), False, True)
+    probs = ops.softmax(logits, 1)
+    probs.output(0).get_tensor().set_names({"probabilities"})
+    model = ov.Model([probs.output(0)], [x], BUILTIN_NAME)
+    model.set_rt_info(json.dumps(_BUILTIN_PREPROCESS), [RT_INFO_KEY])
+    return model
+
+
+def builtin_model_path(cfg: ModelConfig) -> Path:
+    """Generate the built-in model as IR in the cache once; later calls return the cached file."""
+    path = cache_root(cfg) / "models" / f"{BUILTIN_NAME}-v{BUILTIN_VERSION}.xml"
+    if path.exists() and path.with_suffix(".bin").exists():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write under temporary names and rename .bin before .xml: an .xml means a complete model,
+        # even if two agents generate it at once or the process dies half way.
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            tmp_xml = Path(tmp) / path.name
+            ov.save_model(build_builtin_model(), tmp_xml, compress_to_fp16=False)
+            os.replace(tmp_xml.with_suffix(".bin"), path.with_suffix(".bin"))
+            os.replace(tmp_xml, path)
+    except OSError as exc:
+        raise ModelError(f"cannot write the built-in model to {path.parent}: {exc.strerror}") from None
+    return path
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was read and how it is fed: reported at startup, by ``info`` and in results."""
+
+    path: str
+    name: str
+    input_name: str
+    model_shape: tuple[int, ...]  # N,C,H,W the network computes on (after resolving dynamic dims)
+    frame_hw: tuple[int, int]  # frames the compiled graph accepts (H, W)
+    rgb: bool
+    mean: tuple[float, ...] | None
+    scale: tuple[float, ...] | None
+    outputs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, element type, shape)
+
+    @property
+    def model_hw(self) -> tuple[int, int]:
+        return self.model_shape[2], self.model_shape[3]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha1(repr(self).encode()).hexdigest()[:12]
+
+
+def read_model(core: ov.Core, cfg: ModelConfig) -> tuple[ov.Model, str]:
+    """Read ``cfg.path`` (or the built-in model). Raises ModelError naming the file and the problem."""
+    path = Path(cfg.path) if cfg.path else builtin_model_path(cfg)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, expected a model file: {path}")
+    try:
+        model = core.read_model(str(path))
+    except RuntimeError as exc:
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), "unreadable")
+        raise ModelError(f"cannot read model {path}: {first[:200]}") from None
+    return model, str(path)
+
+
+def _model_defaults(model: ov.Model) -> dict[str, Any]:
+    if not model.has_rt_info([RT_INFO_KEY]):
+        return {}
+    try:
+        value = json.loads(model.get_rt_info([RT_INFO_KEY]).astype(str))
+    except (ValueError, RuntimeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _per_channel(v: tuple[float, ...] | list[float] | None) -> list[float] | None:
+    if v is None:
+        return None
+    return [float(x) for x in v] * (3 if len(v) == 1 else 1)
+
+
+def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tuple[ov.Model, ModelInfo]:
+    """Resolve dynamic dimensions, set the batch and embed pre-processing with PrePostProcessor.
+
+    The returned model takes ``batch x H x W x 3`` u8 BGR (H, W = ``cfg.frame_size`` or the model's
+    spatial size) and does conversion, colour order, resize, mean and scale itself.
+    """
+    if len(model.inputs) != 1:
+        raise ModelError(f"{path}: the model has {len(model.inputs)} inputs; edgeagent feeds one image input")
+    port = model.input(0)
+    pshape = port.get_partial_shape()
+    if pshape.rank.is_dynamic or pshape.rank.get_length() != 4:
+        raise ModelError(f"{path}: input '{port.any_name}' has shape {pshape}; expected a 4-D image input")
+    dims = [d.get_length() if d.is_static else -1 for d in pshape]
+    if cfg.input_shape is not None:
+        if len(cfg.input_shape) != 4:
+            raise ModelError(f"--input-shape {cfg.input_shape}: expected 4 dimensions, e.g. 1,3,480,640")
+        dims = list(cfg.input_shape)
+    # Channels first unless the shape says otherwise (TFLite and some ONNX models are NHWC).
+    nhwc = dims[3] == 3 and dims[1] != 3
+    if nhwc:
+        n, h, w, c = dims
+    else:
+        n, c, h, w = dims
+    if c not in (3, -1):
+        raise ModelError(f"{path}: input has {c} channels; edgeagent feeds 3-channel BGR frames")
+    if h == -1 or w == -1:
+        if cfg.frame_size is None:
+            raise ModelError(f"{path}: input spatial size is dynamic ({pshape}); give --input-shape or --frame-size")
+        w, h = cfg.frame_size
+    model_shape = (batch, 3, h, w)
+    try:
+        model.reshape({port.any_name: [batch, h, w, 3] if nhwc else list(model_shape)})
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: cannot reshape input to batch {batch}, {w}x{h}: {str(exc)[:200]}") from None
+    frame_w, frame_h = cfg.frame_size if cfg.frame_size is not None else (w, h)
+
+    defaults = _model_defaults(model)
+    rgb = cfg.rgb if cfg.rgb is not None else bool(defaults.get("rgb", False))
+    mean = _per_channel(cfg.mean if cfg.mean is not None else defaults.get("mean"))
+    scale = _per_channel(cfg.scale if cfg.scale is not None else defaults.get("scale"))
+
+    ppp = PrePostProcessor(model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+        ColorFormat.BGR
+    ).set_spatial_static_shape(frame_h, frame_w)
+    inp.model().set_layout(ov.Layout("NHWC" if nhwc else "NCHW"))
+    pre = inp.preprocess()
+    pre.convert_element_type(ov.Type.f32)
+    if rgb:
+        pre.convert_color(ColorFormat.RGB)
+    if (frame_h, frame_w) != (h, w):
+        pre.resize(ResizeAlgorithm.RESIZE_LINEAR)
+    if mean is not None:
+        pre.mean(mean)
+    if scale is not None:
+        pre.scale(scale)
+    try:
+        built = ppp.build()
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: cannot add pre-processing: {str(exc)[:200]}") from None
+    outputs = tuple(
+        (o.any_name if o.get_names() else f"output{i}", o.get_element_type().get_type_name(),
+         tuple(d.get_length() if d.is_static else -1 for d in o.get_partial_shape()))
+        for i, o in enumerate(built.outputs)
+    )  # fmt: skip
+    info = ModelInfo(
+        path=path,
+        name=built.get_friendly_name(),
+        input_name=port.any_name,
+        model_shape=model_shape,
+        frame_hw=(frame_h, frame_w),
+        rgb=rgb,
+        mean=tuple(mean) if mean else None,
+        scale=tuple(scale) if scale else None,
+        outputs=outputs,
+    )
+    return built, info
+
+
+def numpy_preprocess(frame_bgr: np.ndarray, info: ModelInfo) -> np.ndarray:
+    """The reference pre-processing in numpy (tests and ``bench`` compare against it): HxWx3 u8 BGR →
+    1x3xHxW f32. No resize: use frames of the model's spatial size."""
+    x = frame_bgr.astype(np.float32)
+    if info.rgb:
+        x = x[..., ::-1]
+    if info.mean is not None:
+        x = x - np.asarray(info.mean, np.float32)
+    if info.scale is not None:
+        x = x / np.asarray(info.scale, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])

@@ -1,0 +1,238 @@
+"""The ``info``, ``publish`` and ``status`` commands (``cli.py`` parses, these do the work)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeagent.errors import EXIT_OK, EXIT_UNAVAILABLE, ConfigError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"640x480" → (640, 480); raises ConfigError naming the value."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    if not (1 <= w <= 16384 and 1 <= h <= 16384):
+        raise ConfigError(f"--size {text!r}: sides must be 1..16384")
+    return w, h
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
+
+
+# ------------------------------------------------------------------------------------------ info
+def info(args: argparse.Namespace) -> int:
+    import openvino as ov
+
+    from edgeagent.config import ModelConfig, _coerce
+    from edgeagent.engine import LEVEL0, CpuPlan, Engine
+
+    cfg = ModelConfig(
+        path=args.model,
+        input_shape=_coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None,
+        frame_size=_coerce(args.frame_size, tuple[int, ...]) if args.frame_size else None,
+    )
+    engine = Engine(cfg, CpuPlan.make(None))
+    compiled = engine.compile(LEVEL0)
+    limits = engine.device_limits()
+    core: ov.Core = engine.core
+    out = {
+        "model": compiled.info.path,
+        "name": compiled.info.name,
+        "input": {"name": compiled.info.input_name, "model_shape": list(compiled.info.model_shape),
+                  "frame": {"width": compiled.info.frame_hw[1], "height": compiled.info.frame_hw[0],
+                            "dtype": "uint8", "layout": "HWC", "colour": "BGR"},
+                  "rgb": compiled.info.rgb, "mean": compiled.info.mean, "scale": compiled.info.scale},
+        "outputs": [{"name": n, "dtype": t, "shape": list(s)} for n, t, s in compiled.info.outputs],
+        "device": {"name": str(core.get_property(cfg.device, "FULL_DEVICE_NAME")),
+                   "range_for_streams": list(core.get_property(cfg.device, "RANGE_FOR_STREAMS")),
+                   "max_streams": limits.max_streams, "throughput_streams": limits.throughput_streams,
+                   "optimal_requests_latency": limits.optimal_requests},
+        "compiled_level0": compiled.describe() | {"compile_s": round(compiled.compile_s, 3)},
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        i = out["input"]
+        print(f"model     {out['model']} ({out['name']})")
+        print(f"input     {i['name']} {i['model_shape']} ← u8 BGR frames {i['frame']['width']}x{i['frame']['height']}"
+              f" (rgb={i['rgb']} mean={i['mean']} scale={i['scale']})")
+        for o in out["outputs"]:
+            print(f"output    {o['name']} {o['dtype']} {o['shape']}")
+        d = out["device"]
+        print(f"device    {d['name']}: streams {d['range_for_streams']}, THROUGHPUT streams {d['throughput_streams']},"
+              f" LATENCY requests {d['optimal_requests_latency']}")
+        print(f"level 0   {out['compiled_level0']}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ publish
+def _frames_from(args: argparse.Namespace, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """Endless frames: a video file or image folder when given, synthetic otherwise."""
+    w, h = size
+    if args.input:
+        path = Path(args.input)
+        if path.is_dir():
+            from PIL import Image  # optional dependency: only for image folders
+
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+            if not files:
+                raise ConfigError(f"--input {path}: no .jpg/.png/.bmp images")
+            images = [np.ascontiguousarray(np.asarray(Image.open(p).convert("RGB").resize((w, h)))[..., ::-1])
+                      for p in files]  # fmt: skip
+            while True:
+                yield from images
+        try:
+            import cv2  # optional: video files
+        except ImportError:
+            raise ConfigError(f"--input {path}: reading video needs OpenCV (pip install opencv-python-headless)") \
+                from None  # fmt: skip
+        while True:
+            cap = cv2.VideoCapture(str(path))
+            ok, img = cap.read()
+            if not ok:
+                raise ConfigError(f"--input {path}: cannot read video")
+            while ok:
+                yield np.ascontiguousarray(cv2.resize(img, (w, h)))
+                ok, img = cap.read()
+            cap.release()
+    base = np.fromfunction(lambda y, x, c: (x + 2 * y + 40 * c) % 256, (h, w, 3), dtype=np.int64).astype(np.uint8)
+    i = 0
+    while True:
+        yield np.roll(base, i * 4, axis=1)
+        i += 1
+
+
+def publish(args: argparse.Namespace) -> int:
+    from edgeagent.publisher import Publisher
+
+    size = parse_size(args.size)
+    if args.sources < 1 or args.count < 1:
+        raise ConfigError("--sources and --count must be >= 1")
+    lock = threading.Lock()
+    summary: dict[str, Any] = {"sent": 0, "replies": Counter(), "timeouts": 0, "latency_ms": []}
+    deadline = time.monotonic() + args.duration_s if args.duration_s > 0 else math.inf
+    encoder = None
+    if args.jpeg:
+        import simplejpeg
+
+        def encoder(img: np.ndarray) -> bytes:
+            return bytes(simplejpeg.encode_jpeg(img, quality=85, colorspace="BGR"))
+
+    def camera(index: int) -> None:
+        name = args.source if args.sources == 1 else f"{args.source}-{index}"
+        period = 1.0 / args.fps if args.fps > 0 else 0.0
+        pub = Publisher(args.endpoint, name, args.mode, args.fmt, timeout_s=args.timeout_s)
+        if args.mode == "pub":
+            time.sleep(0.5)  # PUB/SUB: give subscribers time to connect (the slow-joiner problem)
+        frames = _frames_from(args, size)
+        nxt = time.monotonic()
+        try:
+            for _ in range(args.count):
+                if time.monotonic() > deadline:
+                    break
+                img = next(frames)
+                t0 = time.perf_counter()
+                reply = pub.send(jpeg=encoder(img)) if encoder else pub.send(img)
+                dt_ms = (time.perf_counter() - t0) * 1000
+                with lock:
+                    summary["sent"] += 1
+                    if args.mode == "req":
+                        if reply is None:
+                            summary["timeouts"] += 1
+                        else:
+                            status = reply.get("status", "?") if isinstance(reply, dict) else reply.decode(errors="replace")
+                            summary["replies"][status] += 1
+                            summary["latency_ms"].append(dt_ms)
+                nxt += period
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # sleep, never spin: a spinning pacer inflates everyone's latency
+                else:
+                    nxt = time.monotonic()
+        finally:
+            pub.close()
+
+    threads = [threading.Thread(target=camera, args=(i,), daemon=True) for i in range(args.sources)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = summary.pop("latency_ms")
+    summary["replies"] = dict(summary["replies"])
+    if lat:
+        summary["round_trip_ms"] = {"p50": round(percentile(lat, 50), 3), "p99": round(percentile(lat, 99), 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(" ".join(f"{k}={json.dumps(v)}" for k, v in summary.items()))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------ status
+def scrape(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """Read the agent's metrics endpoint into a small status dict."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - operator-given URL
+        text = resp.read().decode()
+    st: dict[str, Any] = {"sources": {}, "window": {}}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "edgeagent_frames_total":
+                src = st["sources"].setdefault(s.labels["source"], Counter())
+                outcome = s.labels["outcome"]
+                key = outcome if outcome in ("received", "processed") else f"{outcome}:{s.labels['reason']}"
+                src[key] += int(s.value)
+            elif s.name == "edgeagent_window_latency_seconds":
+                st["window"][s.labels["quantile"]] = s.value * 1000
+            elif not s.labels:
+                st[s.name] = s.value
+    return st
+
+
+def status(args: argparse.Namespace) -> int:
+    try:
+        st = scrape(args.metrics)
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"edgeagent: error: cannot read {args.metrics}: {exc}")
+        return EXIT_UNAVAILABLE
+    if args.json:
+        print(json.dumps(st, default=dict))
+        return EXIT_OK
+    sla = st.get("edgeagent_sla_p99_seconds", math.nan) * 1000
+    win = st["window"]
+    p99 = win.get("0.99", math.nan)
+    verdict = "no traffic" if math.isnan(p99) else ("MET" if p99 <= sla else "BROKEN")
+    print(f"SLA       p99 <= {sla:g} ms: {verdict} (last window p50 {win.get('0.5', math.nan):.2f} "
+          f"p95 {win.get('0.95', math.nan):.2f} p99 {p99:.2f} max {win.get('1', math.nan):.2f} ms)")
+    print(f"goodput   {st.get('edgeagent_window_goodput_fps', math.nan):.1f} in-SLA frames/s; "
+          f"windows {int(st.get('edgeagent_windows_total', 0))}, "
+          f"over SLA {int(st.get('edgeagent_sla_violating_windows_total', 0))}")
+    print(f"level     {int(st.get('edgeagent_level', 0))}: streams {int(st.get('edgeagent_exec_streams', 0))}, "
+          f"requests {int(st.get('edgeagent_exec_requests', 0))}, batch {int(st.get('edgeagent_exec_batch', 0))}, "
+          f"threads {int(st.get('edgeagent_exec_threads', 0))}; switches "
+          f"{int(st.get('edgeagent_level_switches_total', 0))}")
+    print(f"{'source':<24}{'received':>10}{'processed':>11}  dropped/rejected")
+    for src, c in sorted(st["sources"].items()):
+        other = ", ".join(f"{k}={v}" for k, v in sorted(c.items()) if ":" in k) or "-"
+        print(f"{src:<24}{c['received']:>10}{c['processed']:>11}  {other}")
+    return EXIT_OK
