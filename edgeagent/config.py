@@ -174,7 +174,8 @@ def _describe(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join("none" if a is type(None) else _describe(a) for a in args)
     if origin is tuple:
-        return f"a list of {_describe(args[0])}s"
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], str(args[0]))}"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 

@@ -1,0 +1,213 @@
+"""End to end: the daemon as a subprocess, real loopback sockets, unmodified imagezmq senders."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import imagezmq
+import numpy as np
+import pytest
+import simplejpeg
+import zmq
+
+from edgeagent.publisher import Publisher
+
+from .conftest import AgentProcess, free_port
+
+IMG = np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+
+
+def subscriber(agent: AgentProcess, topic: bytes = b"") -> zmq.Socket[Any]:
+    s = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SUBSCRIBE, topic)
+    s.connect(agent.results)
+    time.sleep(0.3)  # PUB/SUB slow joiner: let the subscription reach the agent
+    return s
+
+
+def recv_result(sub: zmq.Socket[Any], timeout_s: float = 10.0) -> tuple[str, dict[str, Any], list[bytes]]:
+    assert sub.poll(int(timeout_s * 1000)), "no result published"
+    topic, header, *tensors = sub.recv_multipart()
+    return topic.decode(), json.loads(header), tensors
+
+
+def accounting_holds(agent: AgentProcess) -> dict[str, dict[str, float]]:
+    """received = processed + dropped + rejected for every source, once the agent is idle."""
+    per: dict[str, dict[str, float]] = {}
+    for (source, outcome, _reason), n in agent.frames().items():
+        d = per.setdefault(source, {"received": 0, "processed": 0, "dropped": 0, "rejected": 0})
+        d[outcome] += n
+    for source, d in per.items():
+        assert d["received"] == d["processed"] + d["dropped"] + d["rejected"], (source, d)
+    return per
+
+
+def test_imagezmq_reqrep_raw_and_jpeg(start_agent: Any) -> None:
+    agent = start_agent("--postprocess", "topk")
+    sub = subscriber(agent)
+    sender = imagezmq.ImageSender(connect_to=agent.listen)  # REQ/REP, imagezmq's default
+    try:
+        replies = [json.loads(sender.send_image("rpi-cam", IMG)) for _ in range(3)]
+        assert [r["status"] for r in replies] == ["ok"] * 3
+        assert [r["seq"] for r in replies] == [0, 1, 2]
+        r = replies[-1]
+        assert r["source"] == "rpi-cam" and r["exec"]["streams"] == 1 and r["exec"]["requests"] == 1
+        assert 0 < r["latency_ms"]["inference"] <= r["latency_ms"]["total"]
+        assert len(r["topk"]) == 5 and r["topk"][0][1] >= r["topk"][-1][1]
+        jpg = simplejpeg.encode_jpeg(IMG, quality=90, colorspace="BGR")
+        rj = json.loads(sender.send_jpg("rpi-jpeg", jpg))
+        assert rj["status"] == "ok" and rj["source"] == "rpi-jpeg"
+        # The published raw output is the same tensor the reply summarises.
+        topic, header, tensors = recv_result(sub)
+        assert topic == "rpi-cam" and header["seq"] == 0
+        probs = np.frombuffer(tensors[0], np.float32).reshape(header["outputs"][0]["shape"])
+        assert probs.shape == (1, 1000) and abs(float(probs.sum()) - 1.0) < 1e-3
+        assert int(probs.argmax()) == replies[0]["topk"][0][0]
+    finally:
+        sender.close()
+    per = accounting_holds(agent)
+    assert per["rpi-cam"]["processed"] == 3 and per["rpi-jpeg"]["processed"] == 1
+
+
+def test_imagezmq_pubsub_mode(start_agent: Any) -> None:
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    agent = start_agent("--connect", endpoint)
+    sub = subscriber(agent, b"pub-cam")
+    sender = imagezmq.ImageSender(connect_to=endpoint, REQ_REP=False)  # binds a PUB socket
+    try:
+        got = None
+        deadline = time.monotonic() + 15
+        while got is None and time.monotonic() < deadline:
+            sender.send_image("pub-cam", IMG)  # no reply in PUB/SUB mode; resend until it is joined
+            if sub.poll(50):
+                got = recv_result(sub)
+        assert got is not None, agent.log()
+        assert got[0] == "pub-cam" and got[1]["status"] == "ok"
+    finally:
+        sender.close()
+    time.sleep(0.3)
+    assert accounting_holds(agent)["pub-cam"]["processed"] >= 1
+
+
+def test_native_push_publisher_and_result_header(start_agent: Any) -> None:
+    agent = start_agent()
+    sub = subscriber(agent)
+    with Publisher(agent.pull, source="door", mode="push") as pub:
+        pub.send(IMG)
+        topic, header, tensors = recv_result(sub)
+    assert topic == "door" and header["seq"] == 0 and header["status"] == "ok"
+    assert set(header["latency_ms"]) == {"queue", "inference", "total"}
+    assert header["age_ms"] >= 0  # native frames carry the sender's timestamp
+    assert header["outputs"] == [{"name": "probabilities", "dtype": "float32", "shape": [1, 1000]}]
+    assert len(tensors) == 1 and len(tensors[0]) == 4000
+
+
+def test_native_req_publisher_gets_results(start_agent: Any) -> None:
+    agent = start_agent("--reply", "ok")
+    with Publisher(agent.listen, source="req-cam", mode="req", timeout_s=10) as pub:
+        replies = [pub.send(IMG) for _ in range(5)]
+    assert replies == [b"OK"] * 5
+
+
+def test_several_sources_freshness_and_exact_accounting(start_agent: Any) -> None:
+    agent = start_agent()
+    sent: dict[str, int] = {}
+    pubs = [Publisher(agent.pull, source=f"cam{i}", mode="push") for i in range(4)]
+    try:
+        deadline = time.monotonic() + 10
+        for _ in range(150):  # a flood: 4 sources, no pacing; the agent keeps only the newest
+            for p in pubs:
+                p.send(IMG)
+            if time.monotonic() > deadline:
+                break
+        for p in pubs:
+            sent[p.source] = p.seq - p.dropped
+    finally:
+        for p in pubs:
+            p.close()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # wait until every sent frame is accounted for
+        per = agent.frames()
+        if all(per.get((s, "received", ""), 0) == n for s, n in sent.items()):
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    per_source = accounting_holds(agent)
+    for s, n in sent.items():
+        assert per_source[s]["received"] == n  # nothing lost in transit
+        assert per_source[s]["processed"] >= 1  # every source is served (fairness)
+    total_dropped = sum(per_source[s]["dropped"] for s in sent)
+    assert total_dropped > 0  # a flood cannot all be processed: stale frames were dropped, not queued
+    stale = agent.frames()
+    assert sum(v for (s, o, r), v in stale.items() if o == "dropped" and r == "stale") == total_dropped
+
+
+BAD_MESSAGES: list[tuple[str, list[bytes]]] = [
+    ("parts", [b'{"msg": "bad"}']),
+    ("parts", [b'{"msg": "bad"}', b"x", b"y"]),
+    ("json", [b"{nope", IMG.tobytes()]),
+    ("json", [b"\xff\xfe", IMG.tobytes()]),
+    ("keys", [b'{"dtype": "uint8", "shape": [224, 224, 3]}', IMG.tobytes()]),
+    ("dtype", [b'{"msg": "bad", "dtype": "float32", "shape": [224, 224, 3]}', IMG.tobytes() * 4]),
+    ("shape", [b'{"msg": "bad", "dtype": "uint8", "shape": [100, 100, 3]}', bytes(30000)]),
+    ("size", [b'{"msg": "bad", "dtype": "uint8", "shape": [224, 224, 3]}', IMG.tobytes()[:-7]]),
+    ("oversize", [b'{"msg": "bad", "dtype": "uint8", "shape": [90000, 90000, 3]}', b"x"]),
+    ("jpeg", [b'{"msg": "bad"}', b"\xff\xd8\xff garbage"]),
+    ("header_size", [b'{"msg": "' + b"a" * 5000 + b'"}', b"x"]),
+]
+
+
+def test_bad_input_is_answered_counted_and_harmless(start_agent: Any) -> None:
+    agent = start_agent()
+    ctx = zmq.Context.instance()
+    good = Publisher(agent.listen, source="good", mode="req", timeout_s=10)
+    for reason, parts in BAD_MESSAGES:
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(agent.listen)
+        req.send_multipart(parts)
+        assert req.poll(10_000), f"no reply for {reason}"
+        reply = json.loads(req.recv())
+        assert reply["status"] == "rejected" and reply["reason"] == reason, (reason, reply)
+        req.close()
+        # Another source is unaffected between every bad message.
+        ok = good.send(IMG)
+        assert isinstance(ok, dict) and ok["status"] == "ok"
+    good.close()
+    frames = agent.frames()
+    rejected = {r: v for (s, o, r), v in frames.items() if o == "rejected"}
+    for reason, _ in BAD_MESSAGES:
+        assert rejected.get(reason, 0) >= 1, (reason, rejected)
+    assert sum(rejected.values()) == len(BAD_MESSAGES)
+    assert frames[("good", "processed", "")] == len(BAD_MESSAGES)
+    accounting_holds(agent)
+    assert agent.proc.poll() is None
+    assert any("event=frame_rejected" in ln and "reason=dtype" in ln for ln in agent.lines)
+
+
+def test_source_limit(start_agent: Any) -> None:
+    agent = start_agent("--max-sources", "2")
+    replies = []
+    for name in ("a", "b", "c"):
+        with Publisher(agent.listen, source=name, mode="req", timeout_s=10) as p:
+            replies.append(p.send(IMG))
+    assert [r["status"] for r in replies] == ["ok", "ok", "rejected"]  # type: ignore[index]
+    assert replies[2]["reason"] == "sources"  # type: ignore[index]
+    assert ("_overflow", "rejected", "sources") in agent.frames()
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_stop_signal_exits_zero(start_agent: Any, signame: str) -> None:
+    import signal
+
+    agent = start_agent()
+    with Publisher(agent.listen, source="s", mode="req", timeout_s=10) as p:
+        assert isinstance(p.send(IMG), dict)
+    agent.proc.send_signal(getattr(signal, signame))
+    assert agent.proc.wait(10) == 0
+    agent.wait_for("event=stopped")
+    assert "received=1 processed=1 dropped=0 rejected=0" in agent.wait_for("event=stopped")
