@@ -71,7 +71,7 @@ class Pipeline:
         self.ingest: list[tuple[zmq.Socket[Any], str]] = []  # (socket, kind: router/sub/pull)
         self.pub: zmq.Socket[Any] | None = None
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._completions: collections.deque[Completion] = collections.deque()
+        self._completions: collections.deque[int] = collections.deque()
         self._switches: collections.deque[tuple[Compiled, int, int]] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,9 +161,9 @@ class Pipeline:
     def _wake(self) -> None:
         os.eventfd_write(self._wake_fd, 1)
 
-    def _on_done(self, completion: Completion) -> None:
-        # OpenVINO's callback thread: only hand the completion over.
-        self._completions.append(completion)
+    def _on_done(self, job: int) -> None:
+        # OpenVINO's callback thread: only hand the finished job's number over.
+        self._completions.append(job)
         os.eventfd_write(self._wake_fd, 1)
 
     # ------------------------------------------------------------------ the I/O thread
@@ -224,6 +224,8 @@ class Pipeline:
             self._slots[frame.source] = frame
             if old is not None:
                 self._drop(old, "stale")
+            elif self.engine.idle:
+                self._pump()  # an idle request: start at once, before reading the next message
 
     def _router(self) -> zmq.Socket[Any]:
         return next(s for s, k in self.ingest if k == "router")
@@ -259,7 +261,7 @@ class Pipeline:
         if self._pending_activation is not None:
             return
         max_age_ns = int(self.cfg.ingest.max_frame_age_ms * 1e6)
-        while self.in_flight < self.engine.capacity and self._slots:
+        while self.engine.idle and self._slots:
             now = time.monotonic_ns()
             frames: list[Frame] = []
             for source in sorted(self._slots, key=lambda s: self._slots[s].rx_ns)[: self.engine.batch]:
@@ -276,7 +278,7 @@ class Pipeline:
 
     def _handle_completions(self) -> None:
         while self._completions:
-            c = self._completions.popleft()
+            c = self.engine.complete(self._completions.popleft())
             if self.in_flight >= self.engine.capacity and self._busy_since_ns is not None:
                 self._busy_ns += time.monotonic_ns() - self._busy_since_ns
                 self._busy_since_ns = None
@@ -319,6 +321,9 @@ class Pipeline:
             top = top[np.argsort(-scores[top])]
             header["topk"] = [[int(i), float(scores[i])] for i in top]
         body = dumps(header)
+        # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
+        if frame.envelope is not None:
+            self._reply(frame.envelope, b"OK" if self.cfg.ingest.reply == "ok" else body)
         if self.pub is not None:
             parts: list[Any] = [frame.source.encode(), body]
             if self.cfg.results.send_outputs:
@@ -327,8 +332,6 @@ class Pipeline:
                 self.pub.send_multipart(parts, zmq.NOBLOCK, copy=False)
             except zmq.Again:  # PUB never blocks; Again only if a subscriber's pipe is full
                 pass
-        if frame.envelope is not None:
-            self._reply(frame.envelope, b"OK" if self.cfg.ingest.reply == "ok" else body)
         self.accounting.processed(self.accounting.label(frame.source))
         self._win_lat.append(total_ms)
         if self.on_latency is not None:

@@ -23,11 +23,11 @@ from .conftest import ppocr_det_path
 def run_engine(engine: Engine, image: np.ndarray) -> tuple[list[np.ndarray], int]:
     """One frame through the same path the agent uses (received over ZeroMQ, zero-copy submit)."""
     compiled = engine.compile(LEVEL0)
-    done: list[Completion] = []
+    done: list[int] = []
     ev = threading.Event()
 
-    def on_done(c: Completion) -> None:
-        done.append(c)
+    def on_done(job: int) -> None:
+        done.append(job)
         ev.set()
 
     engine.activate(compiled, on_done)
@@ -40,13 +40,13 @@ def run_engine(engine: Engine, image: np.ndarray) -> tuple[list[np.ndarray], int
     frame = parse_frame(parts, FrameLimits(image.shape[:2]), 0)
     engine.submit([frame])
     assert ev.wait(60)
-    engine.drain()
-    pointer = engine.input_pointer(0)
+    pointer = engine.input_pointer(done[0])
+    completion: Completion = engine.complete(done[0])
     buffer_address = np.frombuffer(parts[1].buffer, np.uint8).ctypes.data
     a.close(0)
     b.close(0)
-    assert done[0].error is None
-    return done[0].outputs[0], int(pointer == buffer_address)
+    assert completion.error is None and engine.idle == [0]
+    return completion.outputs[0], int(pointer == buffer_address)
 
 
 def reference(cfg: ModelConfig, info_model_cfg: ModelConfig, image: np.ndarray, engine: Engine) -> list[np.ndarray]:

@@ -1,7 +1,7 @@
 """``edgeagent bench latency``: what the agent adds on top of the transport and the model.
 
-Three things are measured in one run, interleaved in rounds (a shuffled order every round) so that
-the host's drift hits them alike:
+Three things are measured in one run, interleaved sample by sample (a shuffled order for every
+triple), in rounds, so that the host's drift hits them alike:
 
 (a) transport floor: a plain ZeroMQ REQ/REP echo of the same frame over loopback (a separate process);
 (b) the same compiled model (pre-processing in the graph) called directly with OpenVINO, no agent;
@@ -143,14 +143,16 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
                 time.sleep(GAP_S)
         per: dict[str, list[list[float]]] = {"a": [], "b": [], "c": []}
         for _ in range(rounds):
-            order = ["a", "b", "c"]
-            random.shuffle(order)
-            for kind in order:
-                xs = []
-                for _ in range(per_round):
-                    xs.append(sample(kind))
+            xs: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+            for _ in range(per_round):
+                # One sample of each, in a shuffled order: the host's fast/slow phases hit all three.
+                order = ["a", "b", "c"]
+                random.shuffle(order)
+                for kind in order:
+                    xs[kind].append(sample(kind))
                     time.sleep(GAP_S)
-                per[kind].append(xs)
+            for kind in per:
+                per[kind].append(xs[kind])
     finally:
         echo_sock.send(b"quit")
         echo_sock.poll(1000)
