@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeagent import config as config_mod
 from edgeagent.accounting import Accounting
-from edgeagent.config import Config
+from edgeagent.config import Config, ModelConfig
 from edgeagent.engine import Compiled, CpuPlan, Engine
 from edgeagent.errors import EdgeAgentError
 from edgeagent.logs import q
@@ -197,16 +197,24 @@ class Agent:
         target = self._level_requests.pop()
         self._level_requests.clear()
         assert self.pipeline is not None
-        if target == self.pipeline.level_index:
-            return
+        if target != self.pipeline.level_index:
+            self._compile_in_background(target)
 
+    def _compile_in_background(self, target: int, model_cfg: ModelConfig | None = None) -> None:
         def work() -> None:
             try:
+                if model_cfg is not None:
+                    self.engine.cfg = model_cfg
+                    self._compiled = {}
                 compiled = self._compile(self.ladder[target])
             except EdgeAgentError as exc:
-                log.error("event=level_compile_failed level=%d error=%s", target, q(exc))
+                # The running model keeps serving: a failed compile is logged, never fatal.
+                log.error("event=compile_failed level=%d error=%s", target, q(exc))
                 return
             assert self.pipeline is not None
+            if model_cfg is not None:
+                log.info("event=model_reloaded path=%s frame=%dx%d compile_s=%.3f", q(compiled.info.path),
+                         compiled.info.frame_hw[1], compiled.info.frame_hw[0], compiled.compile_s)  # fmt: skip
             self.pipeline.switch_to(compiled, target)
 
         self._compile_thread = threading.Thread(target=work, name="edgeagent-compile", daemon=True)
@@ -218,7 +226,8 @@ class Agent:
 
     # ------------------------------------------------------------------ reload
     def reload(self) -> None:
-        """SIGHUP: re-read the config; SLA settings apply at once (other sections need a restart)."""
+        """SIGHUP: re-read the config. SLA and controller settings apply at once; a new model or new
+        pre-processing is compiled in the background and swapped in without closing any socket."""
         self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             new = config_mod.load(self.config_path, self.overrides)
@@ -226,12 +235,18 @@ class Agent:
             log.error("event=reload_failed error=%s", q(exc))
         else:
             changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.cfg, f.name)]
-            self.cfg = dataclasses.replace(self.cfg, sla=new.sla)
+            model_changed = new.model != self.cfg.model
+            self.cfg = dataclasses.replace(self.cfg, sla=new.sla, model=new.model)
             if self.pipeline is not None:
                 self.pipeline.cfg = dataclasses.replace(self.pipeline.cfg, sla=new.sla)
-            ignored = [c for c in changed if c != "sla"]
-            log.info("event=reloaded sla_p99_ms=%g adaptive=%s needs_restart=%s", new.sla.p99_ms, new.sla.adaptive,
-                     q(",".join(ignored) or "-"))  # fmt: skip
+                if model_changed:
+                    # Wait for a running compile to finish: one compile at a time, the reload last.
+                    if self._compile_thread is not None:
+                        self._compile_thread.join()
+                    self._compile_in_background(self.pipeline.level_index, new.model)
+            ignored = [c for c in changed if c not in ("sla", "model")]
+            log.info("event=reloaded sla_p99_ms=%g adaptive=%s model_changed=%s needs_restart=%s", new.sla.p99_ms,
+                     new.sla.adaptive, model_changed, q(",".join(ignored) or "-"))  # fmt: skip
         self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
 
     # ------------------------------------------------------------------ state

@@ -224,10 +224,10 @@ class Engine:
         done_ns = time.monotonic_ns()
         try:
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
-            outputs = [[np.array(t[i : i + 1]) for t in tensors] for i in range(len(frames))]
-            completion = Completion(frames, outputs, submit_ns, done_ns, float(req.latency))
-        except RuntimeError as exc:
-            completion = Completion(frames, [], submit_ns, done_ns, 0.0, error=str(exc)[:200])
+            completion = Completion(frames, _split(tensors, len(frames), self.batch), submit_ns, done_ns,
+                                    float(req.latency))  # fmt: skip
+        except (RuntimeError, ValueError, IndexError) as exc:
+            completion = Completion(frames, [], submit_ns, done_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
         self.idle.append(job)
         return completion
 
@@ -239,3 +239,12 @@ class Engine:
         """Block until every started job has completed."""
         for req in getattr(self, "requests", []):
             req.wait()
+
+
+def _split(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np.ndarray]]:
+    """Per-frame copies of the outputs. With batch > 1, rows along a leading batch axis are split;
+    outputs without one (scalars, batch-reduced tensors) are given whole to every frame."""
+    if batch == 1:
+        return [[np.array(t) for t in tensors]]
+    return [[np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t) for t in tensors]
+            for i in range(n_frames)]  # fmt: skip

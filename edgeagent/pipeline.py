@@ -159,7 +159,10 @@ class Pipeline:
         self._wake()
 
     def _wake(self) -> None:
-        os.eventfd_write(self._wake_fd, 1)
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:  # the I/O thread has already finished and closed it
+            pass
 
     def _on_done(self, job: int) -> None:
         # OpenVINO's callback thread: only hand the finished job's number over.
@@ -344,6 +347,13 @@ class Pipeline:
             compiled, index, asked_ns = self._pending_activation
             old = self.engine.active
             self.engine.activate(compiled, self._on_done)
+            if compiled.info.frame_hw != self.limits.frame_hw:
+                # A reloaded model takes another frame size: waiting frames of the old size cannot run.
+                self.limits = FrameLimits(compiled.info.frame_hw, self.cfg.ingest.max_header_bytes)
+                for source, frame in list(self._slots.items()):
+                    if frame.image.shape[:2] != compiled.info.frame_hw:
+                        del self._slots[source]
+                        self._drop(frame, "reconfigured")
             self._pending_activation = None
             self.level_index = index
             self.switch_count += 1

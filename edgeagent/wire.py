@@ -50,6 +50,7 @@ DROP_REASONS = (
     "expired",  # older than ingest.max_frame_age_ms when its turn came
     "shutdown",  # still waiting when the agent stopped
     "error",  # inference failed for the job it was in
+    "reconfigured",  # waiting when a reloaded model changed the frame size
 )
 
 
