@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--rounds", type=int, default=10)
     lat.add_argument("--per-round", type=int, default=50)
     lat.add_argument("--json", type=Path, help="write results as JSON here")
+    from edgeagent.bench.sla import add_parser as add_sla
+
+    add_sla(bsub)
     return p
 
 
@@ -172,6 +175,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.tools import status
 
         return status(args)
+    if args.command == "bench" and args.bench_command == "sla":
+        from edgeagent.bench.sla import main as bench_sla
+
+        return bench_sla(args)
     if args.command == "bench":
         from edgeagent.bench.latency import main as bench_latency
 

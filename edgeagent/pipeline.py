@@ -180,7 +180,7 @@ class Pipeline:
         poller.register(self._wake_fd, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(TICK_MS))
+                events = dict(poller.poll(self._poll_timeout_ms()))
                 if self._wake_fd in events:
                     _drain_eventfd(self._wake_fd)
                 self._handle_completions()
@@ -259,15 +259,32 @@ class Pipeline:
         if suppressed is not None:
             log.warning("%s%s", message, f" suppressed={suppressed}" if suppressed else "")
 
+    def _batch_wait_ns(self) -> int:
+        """How long a partial batch may wait for more sources: a small, bounded share of the SLA."""
+        ms = self.cfg.engine.batch_wait_ms or 0.1 * self.cfg.sla.p99_ms
+        return int(min(ms, 0.25 * self.cfg.sla.p99_ms) * 1e6)
+
+    def _poll_timeout_ms(self) -> int:
+        if self.engine.batch > 1 and self._slots and self.engine.idle:
+            oldest = min(f.rx_ns for f in self._slots.values())
+            left_ns = oldest + self._batch_wait_ns() - time.monotonic_ns()
+            return max(0, min(TICK_MS, left_ns // 1_000_000 + 1))
+        return TICK_MS
+
     def _pump(self) -> None:
         """Start jobs while an infer request is idle and frames are waiting (oldest-waiting first)."""
         if self._pending_activation is not None:
             return
         max_age_ns = int(self.cfg.ingest.max_frame_age_ms * 1e6)
+        batch = self.engine.batch
         while self.engine.idle and self._slots:
             now = time.monotonic_ns()
+            if batch > 1 and len(self._slots) < batch:
+                oldest = min(f.rx_ns for f in self._slots.values())
+                if now - oldest < self._batch_wait_ns():
+                    return  # wait (bounded) for more sources to fill the batch
             frames: list[Frame] = []
-            for source in sorted(self._slots, key=lambda s: self._slots[s].rx_ns)[: self.engine.batch]:
+            for source in sorted(self._slots, key=lambda s: self._slots[s].rx_ns)[:batch]:
                 frame = self._slots.pop(source)
                 if max_age_ns and now - frame.rx_ns > max_age_ns:
                     self._drop(frame, "expired")
@@ -276,13 +293,13 @@ class Pipeline:
             if frames:
                 self.engine.submit(frames)
                 self.in_flight += 1
-                if self.in_flight >= self.engine.capacity:
+                if not self.engine.idle:
                     self._busy_since_ns = now
 
     def _handle_completions(self) -> None:
         while self._completions:
             c = self.engine.complete(self._completions.popleft())
-            if self.in_flight >= self.engine.capacity and self._busy_since_ns is not None:
+            if self._busy_since_ns is not None:
                 self._busy_ns += time.monotonic_ns() - self._busy_since_ns
                 self._busy_since_ns = None
             self.in_flight -= 1

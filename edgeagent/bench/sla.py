@@ -1,0 +1,288 @@
+"""``edgeagent bench sla``: static levels vs the adaptive controller under one SLA and one load.
+
+For every configuration (each static level of the ladder — level 0 is the LATENCY hint, the top
+batch-1 level is the THROUGHPUT hint's stream count — and ``adaptive``) a fresh agent subprocess is
+fed by N virtual cameras at F fps (640x480x3 by default, native PUSH or imagezmq PUB) over loopback
+for a bounded time, and every published result is recorded. The order of configurations is shuffled
+per round so the host's drift hits all alike. The "oracle" is the best static level that meets the SLA.
+
+Scenarios: ``steady``; ``step`` (1 → N → 1 cameras in thirds); ``hog`` (a CPU hog on every core in
+the middle third: how fast does the SLA come back?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edgeagent.bench.latency import _machine, free_port
+from edgeagent.tools import parse_size, percentile
+
+HOG_CODE = "import sys,time\nend=time.time()+float(sys.argv[1])\nwhile time.time()<end: pass\n"
+
+
+def _ladder(args: argparse.Namespace) -> list[str]:
+    from edgeagent.config import ModelConfig
+    from edgeagent.engine import CpuPlan, Engine
+    from edgeagent.tuner import derive_ladder
+
+    eng = Engine(ModelConfig(path=args.model), CpuPlan.make(None))
+    lim = eng.device_limits()
+    ladder = derive_ladder(len(eng.cpus.inference), lim.max_streams, lim.throughput_streams, lim.optimal_requests,
+                           args.max_batch, allow_batch=args.max_batch > 1)  # fmt: skip
+    return [lv.describe() for lv in ladder]
+
+
+def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: float = 1.0) -> dict[str, Any]:
+    """One configuration: start an agent, drive it, collect results, stop it."""
+    w, h = parse_size(args.size)
+    pull, results, metrics = free_port(), free_port(), free_port()
+    cmd = [sys.executable, "-m", "edgeagent", "run", "--listen", "", "--pull", f"tcp://127.0.0.1:{pull}",
+           "--results", f"tcp://127.0.0.1:{results}", "--metrics", f"127.0.0.1:{metrics}",
+           "--frame-size", f"{w}x{h}", "--sla-p99-ms", str(args.sla_p99_ms), "--sla-window-s", str(args.window_s),
+           "--max-batch", str(args.max_batch), "--log-level", "info"]  # fmt: skip
+    pub_eps: list[str] = []
+    if args.format == "imagezmq":
+        cmd[4:6] = ["--pull", ""]
+        pub_eps = [f"tcp://127.0.0.1:{free_port()}" for _ in range(args.cameras)]
+        for ep in pub_eps:
+            cmd += ["--connect", ep]
+    if args.model:
+        cmd += ["--model", args.model]
+    if args.input_shape:
+        cmd += ["--input-shape", args.input_shape]
+    cmd += ["--adaptive", "--level", "0"] if level is None else ["--level", str(level)]
+    log_lines: list[str] = []
+    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reader = threading.Thread(target=lambda: [log_lines.append(ln.decode(errors="replace"))
+                                              for ln in agent.stderr], daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    deadline = time.monotonic() + 90
+    while not any("event=listening" in ln for ln in log_lines):
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"agent for {label} did not start:\n" + "".join(log_lines[-20:]))
+        time.sleep(0.05)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVHWM, 100000)
+    sub.connect(f"tcp://127.0.0.1:{results}")
+    duration = args.duration_s * t_scale
+    stop = threading.Event()
+    sent = [0] * args.cameras
+    t0 = time.monotonic() + 0.5
+    records: list[tuple[float, float, int]] = []
+
+    def active_cameras(t: float) -> int:
+        if args.scenario == "step":
+            return args.cameras if duration / 3 <= t < 2 * duration / 3 else 1
+        return args.cameras
+
+    def camera(i: int) -> None:
+        from edgeagent.publisher import Publisher
+
+        pub = (Publisher(pub_eps[i], f"cam{i}", "pub", "imagezmq", context=ctx) if pub_eps
+               else Publisher(f"tcp://127.0.0.1:{pull}", f"cam{i}", "push", "native", context=ctx))  # fmt: skip
+        rng = np.random.default_rng(i)
+        frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+        period = 1.0 / args.fps
+        nxt = t0 + i * period / args.cameras
+        try:
+            while not stop.is_set():
+                delay = nxt - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # a camera's pace: sleep, never spin
+                t = time.monotonic() - t0
+                if t >= duration:
+                    break
+                if i < active_cameras(t):
+                    pub.send(frames[sent[i] % 4])
+                    sent[i] += 1
+                nxt += period
+        finally:
+            pub.close()
+
+    time.sleep(0.3 + (0.5 if pub_eps else 0))  # subscriptions settle
+    cams = [threading.Thread(target=camera, args=(i,), daemon=True) for i in range(args.cameras)]
+    for c in cams:
+        c.start()
+    hog: list[subprocess.Popen[bytes]] = []
+    hog_at = duration / 3 if args.scenario == "hog" else None
+    end = t0 + duration + 2.0
+    while time.monotonic() < end:
+        if hog_at is not None and not hog and time.monotonic() - t0 >= hog_at:
+            hog = [subprocess.Popen([sys.executable, "-c", HOG_CODE, str(duration / 3)])
+                   for _ in range(os.cpu_count() or 1)]  # fmt: skip
+        if sub.poll(50):
+            _topic, header, *_ = sub.recv_multipart()
+            hd = json.loads(header)
+            records.append((time.monotonic() - t0, hd["latency_ms"]["total"], hd["exec"]["level"]))
+    stop.set()
+    for c in cams:
+        c.join(5)
+    for p in hog:
+        p.kill()
+        p.wait()
+    from edgeagent.tools import scrape
+
+    st = scrape(f"http://127.0.0.1:{metrics}/metrics")
+    agent.terminate()
+    agent.wait(15)
+    reader.join(2)
+    sub.close(0)
+    ctx.term()
+    received = sum(c.get("received", 0) for c in st["sources"].values())
+    dropped = sum(v for c in st["sources"].values() for k, v in c.items() if k.startswith("dropped"))
+    lat = [r[1] for r in records]
+    in_sla = sum(1 for v in lat if v <= args.sla_p99_ms)
+    windows = _windows(records, args.window_s, args.sla_p99_ms, duration)
+    out = {
+        "config": label, "sent": sum(sent), "received": received, "processed": len(records),
+        "goodput_fps": round(in_sla / duration, 2), "throughput_fps": round(len(records) / duration, 2),
+        "p50_ms": round(percentile(lat, 50), 2), "p99_ms": round(percentile(lat, 99), 2),
+        "drop_rate": round(dropped / received, 4) if received else 0.0,
+        "windows_over_sla_pct": round(100 * sum(1 for wd in windows if not wd["met"]) / max(1, len(windows)), 1),
+        "switches": int(st.get("edgeagent_level_switches_total", 0)),
+        "series": [[round(t, 3), round(v, 2), lv] for t, v, lv in records],
+        "decisions": [ln.strip() for ln in log_lines if "event=tuner_decision" in ln][-50:],
+    }  # fmt: skip
+    if hog_at is not None:
+        out["hog_start_s"] = hog_at
+        out["windows_to_regain_sla"] = _regain(windows, hog_at)
+    return out
+
+
+def _windows(records: list[tuple[float, float, int]], window_s: float, sla: float, duration: float) -> list[dict[str, Any]]:
+    out = []
+    n = int(duration / window_s)
+    buckets: list[list[float]] = [[] for _ in range(n)]
+    for t, v, _lv in records:
+        i = int(t / window_s)
+        if 0 <= i < n:
+            buckets[i].append(v)
+    for i, b in enumerate(buckets):
+        p99 = percentile(b, 99)
+        out.append({"t": i * window_s, "frames": len(b), "p99": p99, "met": not b or p99 <= sla})
+    return out
+
+
+def _regain(windows: list[dict[str, Any]], hog_at: float) -> int | None:
+    """Windows after the hog starts until the first one that meets the SLA again (0: never broke)."""
+    after = [w for w in windows if w["t"] >= hog_at]
+    for i, w in enumerate(after):
+        if w["met"] and w["frames"]:
+            return i
+    return None
+
+
+def main(args: argparse.Namespace) -> int:
+    ladder = _ladder(args)
+    configs: list[tuple[str, int | None]] = [(f"static L{i} ({d})", i) for i, d in enumerate(ladder)]
+    if args.levels:
+        keep = {int(x) for x in args.levels.split(",")}
+        configs = [c for c in configs if c[1] in keep]
+    configs.append(("adaptive", None))
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(args.rounds):
+        order = configs[:]
+        random.shuffle(order)
+        for label, level in order:
+            print(f"running {label} ...", file=sys.stderr, flush=True)
+            rows.setdefault(label, []).append(run_one(args, label, level))
+    summary = []
+    for label, _lv in configs:
+        rs = rows[label]
+        best = sorted(rs, key=lambda r: r["goodput_fps"])[len(rs) // 2]  # the median round
+        summary.append(best)
+    static = [r for r in summary if r["config"].startswith("static")]
+    meeting = [r for r in static if r["windows_over_sla_pct"] <= 5]
+    oracle = max(meeting, key=lambda r: r["goodput_fps"]) if meeting else None
+    adaptive = summary[-1]
+    result = {"machine": _machine(), "model": args.model or "built-in", "sla_p99_ms": args.sla_p99_ms,
+              "cameras": args.cameras, "fps": args.fps, "size": args.size, "scenario": args.scenario,
+              "duration_s": args.duration_s, "ladder": ladder, "rows": summary,
+              "oracle": oracle["config"] if oracle else None,
+              "adaptive_over_oracle": round(adaptive["goodput_fps"] / oracle["goodput_fps"], 3)
+              if oracle and oracle["goodput_fps"] else None}  # fmt: skip
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result))
+    if args.png:
+        plot(result, Path(args.png))
+    return 0
+
+
+def format_table(r: dict[str, Any]) -> str:
+    lines = [f"bench sla: SLA p99 <= {r['sla_p99_ms']} ms, {r['cameras']} cameras x {r['fps']} fps {r['size']}, "
+             f"scenario {r['scenario']}, {r['duration_s']} s each, {r['machine']}",
+             f"{'configuration':<44}{'goodput':>9}{'tput':>8}{'p50':>8}{'p99':>8}{'drop%':>7}{'win>SLA%':>9}"
+             f"{'switch':>7}"]  # fmt: skip
+    for row in r["rows"]:
+        extra = f"  regain={row['windows_to_regain_sla']}w" if "windows_to_regain_sla" in row else ""
+        lines.append(f"{row['config']:<44}{row['goodput_fps']:>9.1f}{row['throughput_fps']:>8.1f}{row['p50_ms']:>8.1f}"
+                     f"{row['p99_ms']:>8.1f}{100 * row['drop_rate']:>7.1f}{row['windows_over_sla_pct']:>9.1f}"
+                     f"{row['switches']:>7}{extra}")  # fmt: skip
+    lines.append(f"oracle (best static meeting the SLA): {r['oracle']}; adaptive / oracle goodput = "
+                 f"{r['adaptive_over_oracle']}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("PNG skipped: matplotlib is not installed (pip install 'edgeagent[bench]')", file=sys.stderr)
+        return
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8))
+    ad = next(row for row in r["rows"] if row["config"] == "adaptive")
+    ts = [s[0] for s in ad["series"]]
+    ax1.scatter(ts, [s[1] for s in ad["series"]], s=2, label="adaptive: end-to-end latency (ms)")
+    ax1.axhline(r["sla_p99_ms"], color="red", linestyle="--", label="SLA p99")
+    ax1b = ax1.twinx()
+    ax1b.step(ts, [s[2] for s in ad["series"]], color="green", where="post", label="level")
+    ax1b.set_ylabel("level")
+    if "hog_start_s" in ad:
+        ax1.axvspan(ad["hog_start_s"], 2 * ad["hog_start_s"], color="orange", alpha=0.15, label="CPU hog")
+    ax1.set_xlabel("s")
+    ax1.set_ylabel("ms")
+    ax1.legend(loc="upper left")
+    labels = [row["config"].replace(" (", "\n(") for row in r["rows"]]
+    ax2.bar(range(len(labels)), [row["goodput_fps"] for row in r["rows"]])
+    ax2.set_xticks(range(len(labels)), labels, fontsize=6)
+    ax2.set_ylabel("goodput (in-SLA frames/s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def add_parser(bsub: Any) -> None:
+    p = bsub.add_parser("sla", help="static levels vs adaptive under an SLA and a load")
+    p.add_argument("--model")
+    p.add_argument("--input-shape")
+    p.add_argument("--sla-p99-ms", type=float, default=30.0)
+    p.add_argument("--window-s", type=float, default=1.0)
+    p.add_argument("--cameras", type=int, default=4)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--size", default="640x480")
+    p.add_argument("--format", choices=["native", "imagezmq"], default="native")
+    p.add_argument("--duration-s", type=float, default=15.0)
+    p.add_argument("--scenario", choices=["steady", "step", "hog"], default="steady")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--levels", help="only these static levels, comma-separated (default: all)")
+    p.add_argument("--max-batch", type=int, default=4)
+    p.add_argument("--json")
+    p.add_argument("--png")
+
