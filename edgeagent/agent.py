@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import re
 import signal
 import threading
 import time
@@ -184,10 +185,12 @@ class Agent:
         policy = SLAPolicy(p99_ms=self.cfg.sla.p99_ms, window_s=self.cfg.sla.window_s,
                            min_frames=self.cfg.sla.min_frames, headroom=self.cfg.sla.headroom)  # fmt: skip
         self.tuner_state, decision = decide(self.tuner_state, ws, self.ladder, policy)
-        self.last_decision = decision
+        previous, self.last_decision = self.last_decision, decision
+        # Every change is logged; a hold only when its reason changes (not once per window).
+        if decision.action != "hold" or previous is None or _shape(previous.reason) != _shape(decision.reason):
+            log.info("event=tuner_decision action=%s from=%d to=%d p99_ms=%.2f reason=%s", decision.action,
+                     decision.from_level, decision.to_level, ws.p99_ms, q(decision.reason))  # fmt: skip
         if decision.action != "hold":
-            log.info("event=tuner_decision action=%s from=%d to=%d reason=%s", decision.action,
-                     decision.from_level, decision.to_level, q(decision.reason))  # fmt: skip
             self._level_requests.append(decision.to_level)
 
     def _apply_level_requests(self) -> None:
@@ -280,3 +283,8 @@ class Agent:
 
 def _cpus(cpus: tuple[int, ...]) -> str:
     return ",".join(map(str, cpus))
+
+
+def _shape(reason: str) -> str:
+    """A reason without its numbers: holds are logged when this changes, not every window."""
+    return re.sub(r"[0-9.]+", "#", reason)
