@@ -196,7 +196,7 @@ def _run(cfg: Any, config_path: Path | None, overrides: dict[str, Any]) -> int:
         agent.run()
     except ForcedExit:
         log.warning("event=forced_exit")
-        os._exit(EXIT_CRASH)  # noqa: SLF001 - threads may be stuck; leave at once
+        os._exit(EXIT_CRASH)
     finally:
         t0 = time.monotonic()
         agent.shutdown()

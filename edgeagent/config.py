@@ -184,9 +184,8 @@ def _coerce(value: Any, tp: Any) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none") and type(None) in args):
-            if type(None) in args:
-                return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("", "none"))):
+            return None
         for a in args:
             if a is type(None):
                 continue

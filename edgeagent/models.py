@@ -185,9 +185,9 @@ def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tup
     # Channels first unless the shape says otherwise (TFLite and some ONNX models are NHWC).
     nhwc = dims[3] == 3 and dims[1] != 3
     if nhwc:
-        n, h, w, c = dims
+        _n, h, w, c = dims
     else:
-        n, c, h, w = dims
+        _n, c, h, w = dims
     if c not in (3, -1):
         raise ModelError(f"{path}: input has {c} channels; edgeagent feeds 3-channel BGR frames")
     if h == -1 or w == -1:
@@ -248,7 +248,7 @@ def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tup
 def numpy_preprocess(frame_bgr: np.ndarray, info: ModelInfo) -> np.ndarray:
     """The reference pre-processing in numpy (tests and ``bench`` compare against it): HxWx3 u8 BGR →
     1x3xHxW f32. No resize: use frames of the model's spatial size."""
-    x = frame_bgr.astype(np.float32)
+    x: np.ndarray = frame_bgr.astype(np.float32)
     if info.rgb:
         x = x[..., ::-1]
     if info.mean is not None:

@@ -67,7 +67,7 @@ class Pipeline:
         self.on_window = on_window
         self.on_latency = on_latency
         self.limits = FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes)
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context[Any] = zmq.Context.instance()
         self.ingest: list[tuple[zmq.Socket[Any], str]] = []  # (socket, kind: router/sub/pull)
         self.pub: zmq.Socket[Any] | None = None
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -101,7 +101,7 @@ class Pipeline:
         ic = self.cfg.ingest
 
         def make(kind: int, name: str) -> zmq.Socket[Any]:
-            s = self.ctx.socket(kind)
+            s: zmq.Socket[Any] = self.ctx.socket(kind)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RCVHWM, ic.rcvhwm)
             s.setsockopt(zmq.MAXMSGSIZE, ic.max_message_bytes)

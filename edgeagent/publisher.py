@@ -47,7 +47,7 @@ class Publisher:
 
     def _open(self) -> zmq.Socket[Any]:
         kind = {"push": zmq.PUSH, "pub": zmq.PUB, "req": zmq.REQ}[self.mode]
-        s = self.ctx.socket(kind)
+        s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
         if self.mode == "push":
             # Never block the camera loop: a full pipe means the agent is behind; drop here too.

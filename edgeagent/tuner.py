@@ -216,7 +216,8 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
         counts = {**state.backoff_count, level: count}
         to = 0 if window.p99_ms > policy.panic_factor * sla else level - 1
         return out(replace(base, good_streak=0, idle_streak=0, backoff_until=until, backoff_count=counts), "down", to,
-                   f"p99 {window.p99_ms:.1f} ms > SLA {sla:g} ms: level {level} backed off for {windows} windows")  # fmt: skip
+                   f"p99 {window.p99_ms:.1f} ms > SLA {sla:g} ms: level {level} backed off for {windows} "
+                   "windows")  # fmt: skip
 
     demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
     good = window.frames >= policy.min_frames and window.p99_ms <= policy.headroom * sla
@@ -227,7 +228,8 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
     if good_streak >= policy.up_windows and level + 1 < len(ladder):
         nxt = level + 1
         if state.backoff_until.get(nxt, 0) > now:
-            return out(base, "hold", level, f"level {nxt} in back-off for {state.backoff_until[nxt] - now} more windows")
+            left = state.backoff_until[nxt] - now
+            return out(base, "hold", level, f"level {nxt} in back-off for {left} more windows")
         if _blocked_by_memory(memory.get(nxt), window.offered_fps, now, policy):
             mem = memory[nxt]
             return out(base, "hold", level, f"level {nxt} broke the SLA (p99 {mem.p99_ms:.1f} ms) at "

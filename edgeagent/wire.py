@@ -88,7 +88,7 @@ class Frame:
 def _as_memoryview(part: Any) -> memoryview:
     buf = getattr(part, "buffer", None)
     if buf is not None:
-        return buf  # zmq.Frame from recv_multipart(copy=False): a writable view
+        return memoryview(buf)  # zmq.Frame from recv_multipart(copy=False): a writable view
     return memoryview(part)
 
 

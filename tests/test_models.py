@@ -52,7 +52,7 @@ def run_engine(engine: Engine, image: np.ndarray) -> tuple[list[np.ndarray], int
 def reference(cfg: ModelConfig, info_model_cfg: ModelConfig, image: np.ndarray, engine: Engine) -> list[np.ndarray]:
     """Plain OpenVINO, f32, on numpy-preprocessed input (no PrePostProcessor)."""
     core = ov.Core()
-    model, path = read_model(core, cfg)
+    model, _path = read_model(core, cfg)
     if cfg.input_shape:
         model.reshape(list(cfg.input_shape))
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

@@ -139,5 +139,5 @@ def test_no_oscillation_under_constant_load_near_the_boundary() -> None:
 
 
 def test_policy_validation_names_the_field() -> None:
-    with pytest.raises(ValueError, match="SLAPolicy.headroom = 1.5"):
+    with pytest.raises(ValueError, match=r"SLAPolicy\.headroom = 1\.5"):
         SLAPolicy(p99_ms=30, headroom=1.5)

@@ -88,6 +88,7 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
     h, w = compiled.info.frame_hw
     rng = np.random.default_rng(7)
     frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    frame_bytes = frame.tobytes()  # the echo sends the same bytes the agent receives
 
     echo_ep = f"tcp://127.0.0.1:{free_port()}"
     agent_port = free_port()
@@ -118,7 +119,7 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
         nonlocal seq
         t0 = time.perf_counter_ns()
         if kind == "a":
-            echo_sock.send_multipart([b"{}", frame], copy=False)
+            echo_sock.send_multipart([b"{}", frame_bytes], copy=False)
             echo_sock.recv()
         elif kind == "b":
             req.start_async()
@@ -169,7 +170,8 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
             log_fh.close()  # type: ignore[union-attr]
 
     result: dict[str, Any] = {"model": compiled.info.path, "frame": f"{w}x{h}", "rounds": rounds,
-                              "per_round": per_round, "machine": _machine(), "precision": compiled.precision}  # fmt: skip
+                              "per_round": per_round, "machine": _machine(),
+                              "precision": compiled.precision}  # fmt: skip
     for q in (50, 99):
         round_vals = {k: [percentile(xs, q) for xs in per[k]] for k in per}
         overhead = [c - b - a for a, b, c in zip(round_vals["a"], round_vals["b"], round_vals["c"])]
@@ -187,7 +189,8 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
 
 def _machine() -> str:
     try:
-        model_name = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+        with open("/proc/cpuinfo") as fh:
+            model_name = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
     except (OSError, StopIteration):
         model_name = "unknown CPU"
     return f"{os.cpu_count()} CPUs, {model_name}"

@@ -65,8 +65,12 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     cmd += ["--adaptive", "--level", "0"] if level is None else ["--level", str(level)]
     log_lines: list[str] = []
     agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    reader = threading.Thread(target=lambda: [log_lines.append(ln.decode(errors="replace"))
-                                              for ln in agent.stderr], daemon=True)  # type: ignore[union-attr]
+    def read_log() -> None:
+        assert agent.stderr is not None
+        for ln in agent.stderr:
+            log_lines.append(ln.decode(errors="replace"))
+
+    reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
     deadline = time.monotonic() + 90
     while not any("event=listening" in ln for ln in log_lines):
@@ -85,9 +89,10 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     records: list[tuple[float, float, int]] = []
 
     def active_cameras(t: float) -> int:
+        n: int = args.cameras
         if args.scenario == "step":
-            return args.cameras if duration / 3 <= t < 2 * duration / 3 else 1
-        return args.cameras
+            return n if duration / 3 <= t < 2 * duration / 3 else 1
+        return n
 
     def camera(i: int) -> None:
         from edgeagent.publisher import Publisher
@@ -163,7 +168,8 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     return out
 
 
-def _windows(records: list[tuple[float, float, int]], window_s: float, sla: float, duration: float) -> list[dict[str, Any]]:
+def _windows(records: list[tuple[float, float, int]], window_s: float, sla: float,
+             duration: float) -> list[dict[str, Any]]:  # fmt: skip
     out = []
     n = int(duration / window_s)
     buckets: list[list[float]] = [[] for _ in range(n)]
@@ -240,10 +246,10 @@ def format_table(r: dict[str, Any]) -> str:
 
 def plot(r: dict[str, Any], path: Path) -> None:
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found]
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found]
     except ImportError:
         print("PNG skipped: matplotlib is not installed (pip install 'edgeagent[bench]')", file=sys.stderr)
         return
