@@ -1,9 +1,14 @@
-"""The adaptive SLA controller's policy core: the ladder, window statistics and decisions.
+"""The adaptive SLA controller's policy core: the execution ladder, window statistics and decisions.
 
-Pure functions over frozen dataclasses. No OpenVINO, no threads, no clock of its own (the window
-carries its end time), so every rule is unit-tested over synthetic latency traces without sleeping.
-The agent calls :func:`summarize_window` and :func:`decide` once per control window on its I/O thread
-and carries out a level change (compile off the hot path, drain, swap) when the decision says so.
+Pure functions over frozen dataclasses: no OpenVINO, no threads, no I/O, no clock of its own (a window
+carries its end time, the state counts windows), so every rule is unit-tested over synthetic latency
+traces without sleeping. The agent calls :func:`summarize_window` and :func:`decide` once per control
+window and carries out a level change (compile off the hot path, drain, swap) when the decision says so.
+:func:`decide` assumes the window was measured at ``state.level``: windows that straddle a level swap
+should not be fed to it.
+
+Units are in the names: ``_ms`` milliseconds, ``_s`` seconds, ``_fps`` frames per second; "windows"
+counts control windows.
 """
 
 from __future__ import annotations
@@ -11,11 +16,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Literal
+
+Action = Literal["up", "down", "hold"]
+
+# Stream rungs between 1 stream and the top stream count, at most. Each rung costs a compile and at least
+# ``up_windows`` windows to climb, so a 64-core box should not need 32 rungs to reach its top.
+MAX_STREAM_RUNGS = 6
 
 
 @dataclass(frozen=True)
 class ExecLevel:
-    """One execution configuration. Streams and batch are fixed at compile time; requests are not."""
+    """One execution configuration. ``streams`` and ``batch`` are fixed at compile time; ``requests``
+    (infer requests in flight) is not."""
 
     streams: int
     requests: int
@@ -25,68 +39,107 @@ class ExecLevel:
         return f"streams={self.streams} requests={self.requests} batch={self.batch}"
 
 
+def _stream_rungs(top: int) -> list[int]:
+    """Geometric stream counts from 2 up to exactly ``top``: powers of two while that needs at most
+    :data:`MAX_STREAM_RUNGS` rungs, evenly spaced on a log scale beyond (128 → 2, 5, 11, 25, 57, 128)."""
+    if top < 2:
+        return []
+    n = min(math.ceil(math.log2(top)), MAX_STREAM_RUNGS)
+    return sorted({max(2, round(top ** (i / n))) for i in range(1, n + 1)})
+
+
+def _requests_for(streams: int, optimal_requests: int) -> int:
+    """Infer requests for ``streams`` streams: one spare beyond the streams, or two per stream when the
+    device asks for more than one in flight per stream (``optimal_requests`` > 1, e.g. a GPU).
+
+    Why one spare, not one per stream, on a CPU: the agent's single I/O thread hands frames over one at
+    a time, so one spare request covers the stream that has just finished. A spare per stream parks a
+    second frame behind every running inference: at saturation, where this controller works, each frame
+    waits up to a whole inference more (up to 2x latency), and a frame inside the plugin's queue can no
+    longer be dropped as stale. Never more than 2 per stream: beyond that requests only queue.
+    """
+    return min(2 * streams, max(streams + 1, streams * optimal_requests))
+
+
+def _batch_sizes(max_batch: int) -> list[int]:
+    """2, 4, 8 ... up to ``max_batch``, and ``max_batch`` itself when it is not a power of two."""
+    sizes = []
+    batch = 2
+    while batch <= max_batch:
+        sizes.append(batch)
+        batch *= 2
+    if max_batch > 1 and max_batch not in sizes:
+        sizes.append(max_batch)
+    return sizes
+
+
 def derive_ladder(n_cpus: int, max_streams: int, throughput_streams: int, optimal_requests: int,
                   max_batch: int = 4, allow_batch: bool = True) -> list[ExecLevel]:  # fmt: skip
-    """The ordered levels, from the LATENCY configuration up to the THROUGHPUT hint's and beyond.
+    """The ordered levels, from the LATENCY configuration (level 0) to the most throughput.
 
-    * level 0: 1 stream, 1 request, batch 1 — the LATENCY hint's own choice;
-    * 1 stream, 2 requests: the next frame is ready the moment a job ends (hides the hand-off);
-    * streams 2, 4, 8 ... up to the THROUGHPUT hint's stream count (capped by the device's
-      ``RANGE_FOR_STREAMS`` and the CPU set), with one spare request (streams + 1): more requests than
-      that only queue (measured: 4 requests on 1 stream = same FPS at 4x the latency);
-    * batch 2, 4 (≤ ``max_batch``) at the top stream count, for several sources with waiting frames.
+    * level 0: 1 stream, 1 request, batch 1 — what the LATENCY hint itself runs;
+    * level 1: 1 stream, 2 requests — pre/post-processing and I/O of the next frame overlap inference;
+    * streams 2 ... top, geometric (1, 2, 4, 8 ... and exactly ``top`` last; at most
+      :data:`MAX_STREAM_RUNGS` rungs), where top = min(``throughput_streams``, ``max_streams``,
+      ``n_cpus``), each with streams + 1 requests (see :func:`_requests_for`);
+    * when ``allow_batch``: batch 2, 4 ... ≤ ``max_batch`` at the top stream count.
 
-    Geometric stream steps keep the ladder short on big machines (64 CPUs: 9 levels).
+    ``n_cpus``: CPUs in the inference CPU set; ``max_streams``: the device's RANGE_FOR_STREAMS upper
+    bound; ``throughput_streams``: the THROUGHPUT hint's stream count; ``optimal_requests``: the device's
+    OPTIMAL_NUMBER_OF_INFER_REQUESTS for one stream (1 on a CPU). The result has no duplicates and is
+    strictly increasing in (streams x batch, requests). Raises ValueError when an input is below 1.
     """
-    if n_cpus < 1 or max_streams < 1 or throughput_streams < 1 or optimal_requests < 1 or max_batch < 1:
-        raise ValueError(
-            f"derive_ladder needs positive inputs, got n_cpus={n_cpus} max_streams={max_streams} "
-            f"throughput_streams={throughput_streams} optimal_requests={optimal_requests} max_batch={max_batch}"
-        )
+    inputs = {"n_cpus": n_cpus, "max_streams": max_streams, "throughput_streams": throughput_streams,
+              "optimal_requests": optimal_requests, "max_batch": max_batch}  # fmt: skip
+    for name, value in inputs.items():
+        if value < 1:
+            raise ValueError(f"derive_ladder: {name}={value}, expected an integer >= 1")
     top = min(throughput_streams, max_streams, n_cpus)
-    ladder = [ExecLevel(1, 1, 1), ExecLevel(1, 2, 1)]
-    streams = 2
-    while streams < top:
-        ladder.append(ExecLevel(streams, streams + 1, 1))
-        streams *= 2
-    if top >= 2:
-        ladder.append(ExecLevel(top, top + 1, 1))
+    ladder = [ExecLevel(1, 1, 1), ExecLevel(1, _requests_for(1, optimal_requests), 1)]
+    ladder += [ExecLevel(s, _requests_for(s, optimal_requests), 1) for s in _stream_rungs(top)]
     if allow_batch:
-        batch = 2
-        while batch <= max_batch:
-            ladder.append(ExecLevel(top, top + 1 if top > 1 else 2, batch))
-            batch *= 2
+        ladder += [ExecLevel(top, _requests_for(top, optimal_requests), b) for b in _batch_sizes(max_batch)]
     return ladder
 
 
 @dataclass(frozen=True)
 class SLAPolicy:
-    p99_ms: float
+    """The controller's knobs. Raises ValueError naming the field, its value and what is expected.
+
+    ``window_s`` is the agent's window length (the agent extends a window with fewer than ``min_frames``
+    frames); :func:`decide` itself only counts windows.
+    """
+
+    p99_ms: float  # the SLA: p99 end-to-end latency inside the agent
     window_s: float = 1.0
-    min_frames: int = 50
-    headroom: float = 0.8
-    up_windows: int = 2
-    busy_demand: float = 0.8
-    idle_windows: int = 3
-    backoff_base_windows: int = 2
-    backoff_max_windows: int = 64
-    memory_windows: int = 60  # a failure remembered at a load blocks re-probing at that load this long
-    panic_factor: float = 2.0  # p99 above this x SLA: straight back to level 0
+    min_frames: int = 50  # fewer frames: not enough evidence to step up (a break still steps down)
+    headroom: float = 0.8  # step up only while p99 <= headroom x SLA
+    up_windows: int = 2  # consecutive good windows with demand before stepping up
+    busy_demand: float = 0.8  # demand: drops, or all requests busy for at least this fraction
+    idle_windows: int = 3  # consecutive windows without demand before stepping down
+    backoff_base_windows: int = 2  # back-off of a level that broke the SLA: base, 2 base, 4 base ...
+    backoff_max_windows: int = 64  # ... capped; also how long a level must hold to be forgiven
+    # How long a remembered break (or saturation) still says "not at this load". Finite, because the
+    # box changes (thermal limits, neighbours, scene content): a level is re-probed at the same load
+    # at most once per memory_windows, i.e. under 1% of windows break at a constant load by default.
+    memory_windows: int = 120
+    load_tolerance: float = 0.1  # offered loads within this fraction count as the same load (jitter)
 
     def __post_init__(self) -> None:
         checks = [
-            ("p99_ms", self.p99_ms > 0, "> 0"),
-            ("window_s", self.window_s > 0, "> 0"),
-            ("min_frames", self.min_frames >= 1, ">= 1"),
-            ("headroom", 0 < self.headroom <= 1, "in (0, 1]"),
-            ("up_windows", self.up_windows >= 1, ">= 1"),
-            ("busy_demand", 0 < self.busy_demand <= 1, "in (0, 1]"),
-            ("idle_windows", self.idle_windows >= 1, ">= 1"),
-            ("backoff_base_windows", self.backoff_base_windows >= 1, ">= 1"),
-            ("backoff_max_windows", self.backoff_max_windows >= self.backoff_base_windows, ">= backoff_base_windows"),
-            ("memory_windows", self.memory_windows >= 0, ">= 0"),
-            ("panic_factor", self.panic_factor > 1, "> 1"),
-        ]
+            ("p99_ms", math.isfinite(self.p99_ms) and self.p99_ms > 0, "a finite number of ms > 0"),
+            ("window_s", math.isfinite(self.window_s) and self.window_s > 0, "a finite number of s > 0"),
+            ("min_frames", self.min_frames >= 1, "an integer >= 1"),
+            ("headroom", 0 < self.headroom <= 1, "a fraction in (0, 1]"),
+            ("up_windows", self.up_windows >= 1, "an integer >= 1"),
+            ("busy_demand", 0 < self.busy_demand <= 1, "a fraction in (0, 1]"),
+            ("idle_windows", self.idle_windows >= 1, "an integer >= 1"),
+            ("backoff_base_windows", self.backoff_base_windows >= 1, "an integer >= 1"),
+            ("backoff_max_windows", self.backoff_max_windows >= self.backoff_base_windows,
+             f"an integer >= backoff_base_windows ({self.backoff_base_windows})"),
+            ("memory_windows", self.memory_windows >= 0, "an integer >= 0 (0: no memory)"),
+            ("load_tolerance", 0 <= self.load_tolerance < 1, "a fraction in [0, 1)"),
+        ]  # fmt: skip
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"SLAPolicy.{name} = {getattr(self, name)!r}: expected {expected}")
@@ -94,44 +147,51 @@ class SLAPolicy:
 
 @dataclass(frozen=True)
 class WindowStats:
-    """One control window, as the agent measured it (latency: socket in → result out)."""
+    """One control window as the agent measured it; latencies are end to end inside the agent."""
 
-    t_end_s: float
+    t_end_s: float  # monotonic clock at the window's end
     duration_s: float
-    frames: int
-    dropped: int
-    p50_ms: float
+    frames: int  # frames processed (results published)
+    dropped: int  # frames dropped (stale or expired) without a result
+    p50_ms: float  # latency percentiles: NaN when frames == 0
     p95_ms: float
     p99_ms: float
     max_ms: float
-    busy_fraction: float
-    in_sla: int
+    busy_fraction: float  # share of the window with every infer request busy, 0..1
+    in_sla: int  # frames with latency <= the SLA's p99_ms
 
     @property
     def goodput_fps(self) -> float:
-        """In-SLA frames per second."""
+        """Frames within the SLA per second."""
         return self.in_sla / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def offered_fps(self) -> float:
-        """Frames that reached inference or were dropped waiting for it, per second."""
+        """The load: frames that reached the agent (processed or dropped) per second."""
         return (self.frames + self.dropped) / self.duration_s if self.duration_s > 0 else 0.0
 
     def met(self, p99_ms: float) -> bool:
+        """Whether this window met an SLA of ``p99_ms`` (a window without frames has nothing to break)."""
         return self.frames == 0 or self.p99_ms <= p99_ms
 
 
-def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
-    """The nearest-rank percentile (q in 0..100) of already sorted values; NaN when empty."""
+def nearest_rank(sorted_values: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile of ascending ``sorted_values``: the smallest value with at least
+    ``percent`` % of the values at or below it, so always an observed value. NaN when empty."""
     if not sorted_values:
         return math.nan
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return float(sorted_values[min(rank, len(sorted_values)) - 1])
+    # Rounded first so that float noise (e.g. 0.29 x 100 = 28.999...) cannot move the rank.
+    rank = math.ceil(round(percent / 100 * len(sorted_values), 9))
+    return float(sorted_values[min(max(rank, 1), len(sorted_values)) - 1])
 
 
 def summarize_window(latencies_ms: Sequence[float], dropped: int, busy_fraction: float, t_end_s: float,
                      duration_s: float, sla_p99_ms: float) -> WindowStats:  # fmt: skip
-    """Percentiles by the nearest-rank method (a value that was really observed)."""
+    """Summarize one window: nearest-rank percentiles (:func:`nearest_rank`), frames within
+    ``sla_p99_ms``; ``busy_fraction`` is clamped to 0..1 (clock rounding). Raises ValueError when
+    ``duration_s`` <= 0 or ``dropped`` < 0."""
+    if not duration_s > 0 or dropped < 0:
+        raise ValueError(f"summarize_window: duration_s={duration_s} dropped={dropped}, expected > 0 and >= 0")
     s = sorted(latencies_ms)
     return WindowStats(
         t_end_s=t_end_s,
@@ -149,97 +209,154 @@ def summarize_window(latencies_ms: Sequence[float], dropped: int, busy_fraction:
 
 @dataclass(frozen=True)
 class LevelMemory:
-    """What a level achieved at what load, and when (window index)."""
+    """What a level achieved at what load, the last window it ran."""
 
-    offered_fps: float
+    offered_fps: float  # the load (processed + dropped per second)
     p99_ms: float
-    met: bool
-    window: int
+    met: bool  # the SLA held
+    demand: bool = False  # the level was saturated: drops, or busy >= busy_demand
+    window_index: int = 0  # when it was observed, for forgetting
 
 
 @dataclass(frozen=True)
 class TunerState:
-    """Never mutated: :func:`decide` returns a new one (mappings are copied on write)."""
+    """The controller's whole state. Never mutated: :func:`decide` returns a new one, and the mappings
+    are read-only copies (a caller's dict is copied on construction)."""
 
     level: int = 0
-    window_index: int = 0
-    good_streak: int = 0
-    idle_streak: int = 0
-    backoff_until: Mapping[int, int] = field(default_factory=dict)
-    backoff_count: Mapping[int, int] = field(default_factory=dict)
+    window_index: int = 0  # windows decided so far
+    good_streak: int = 0  # consecutive windows with demand, enough frames and p99 within headroom
+    idle_streak: int = 0  # consecutive windows without demand
+    met_streak: int = 0  # consecutive windows meeting the SLA at this level
+    backoff_until: Mapping[int, int] = field(default_factory=dict)  # level -> last window it may not be probed
+    backoff_count: Mapping[int, int] = field(default_factory=dict)  # level -> breaks not yet forgiven
     memory: Mapping[int, LevelMemory] = field(default_factory=dict)
-    last_p99_ms: float = math.nan
+    last_p99_ms: float = math.nan  # of the last window with frames
+
+    def __post_init__(self) -> None:
+        for name in ("backoff_until", "backoff_count", "memory"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "up" | "down" | "hold"
+    action: Action
     from_level: int
     to_level: int
-    reason: str
+    reason: str  # a short sentence naming the numbers
 
 
 def backoffs(state: TunerState) -> dict[int, int]:
-    """Level → windows of back-off remaining (for the status command and metrics)."""
-    return {lv: until - state.window_index for lv, until in state.backoff_until.items() if until > state.window_index}
+    """Level -> windows of back-off remaining (for the status command and metrics)."""
+    return {lv: until - state.window_index for lv, until in sorted(state.backoff_until.items())
+            if until > state.window_index}  # fmt: skip
 
 
-def _blocked_by_memory(mem: LevelMemory | None, offered_fps: float, now: int, policy: SLAPolicy) -> bool:
-    """A level that broke the SLA at a load at least this high, recently, is not worth probing."""
-    return (mem is not None and not mem.met and offered_fps >= 0.9 * mem.offered_fps
-            and now - mem.window < policy.memory_windows)  # fmt: skip
+def _struggled_at(mem: LevelMemory | None, offered_fps: float, now: int, policy: SLAPolicy,
+                  *, failures_only: bool) -> bool:  # fmt: skip
+    """Whether a level is remembered, recently enough, to have broken the SLA (or, unless
+    ``failures_only``, to have been saturated) at a load no higher than ``offered_fps``: then it would
+    do so again now. A load clearly below the remembered one is worth a try."""
+    if mem is None or now - mem.window_index > policy.memory_windows:
+        return False
+    if mem.met and (failures_only or not mem.demand):
+        return False
+    return offered_fps >= (1 - policy.load_tolerance) * mem.offered_fps
 
 
 def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
            policy: SLAPolicy) -> tuple[TunerState, Decision]:  # fmt: skip
-    """One control step per window (see the module docstring for who calls it)."""
-    now = state.window_index + 1
-    level = min(state.level, len(ladder) - 1)
-    met = window.met(policy.p99_ms)
-    memory = dict(state.memory)
-    if window.frames:
-        memory[level] = LevelMemory(window.offered_fps, window.p99_ms, met, now)
-    base = replace(state, window_index=now, memory=memory,
-                   last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms)  # fmt: skip
-    sla = policy.p99_ms
+    """One control step for one window measured at ``state.level``; returns the new state and why.
 
-    def out(new: TunerState, action: str, to: int, reason: str) -> tuple[TunerState, Decision]:
+    * SLA broken (p99 > ``p99_ms``): one level down at once, and the level that broke goes into
+      back-off for base x 2^(breaks - 1) windows (capped). One level, not straight to a level memory
+      says met this load: the level just below is the one with the most throughput that is not known
+      to break; memory of lower levels is older and from other loads. At level 0: hold.
+    * Up one level when the last ``up_windows`` windows each had demand, ``min_frames`` frames and p99
+      <= headroom x SLA, unless the next level is in back-off or is remembered breaking the SLA at this
+      load or a lower one (within ``load_tolerance``; remembered for ``memory_windows``).
+    * Down one level after ``idle_windows`` windows without demand (spare capacity: lower latency),
+      unless the level below is remembered saturated or broken at this load: going there would only
+      bring the demand back and climb again — the idle/up oscillation.
+    * Otherwise hold. A level that meets the SLA for ``backoff_max_windows`` windows in a row has its
+      breaks forgiven, so one break after a long good run costs the base back-off again.
+    """
+    if not ladder:
+        raise ValueError("decide: the ladder is empty")
+    now = state.window_index + 1
+    level = min(max(state.level, 0), len(ladder) - 1)
+    sla_ms = policy.p99_ms
+    offered_fps = window.offered_fps
+    met = window.met(sla_ms)
+    demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
+    memory = {**state.memory, level: LevelMemory(offered_fps, window.p99_ms, met, demand, now)}
+    # Expired back-offs are pruned so that the state stays as small as the ladder.
+    base = replace(state, level=level, window_index=now, memory=memory,
+                   backoff_until={lv: u for lv, u in state.backoff_until.items() if u > now},
+                   last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms)  # fmt: skip
+
+    def out(new: TunerState, action: Action, to: int, reason: str) -> tuple[TunerState, Decision]:
+        if to != level:  # a new level proves itself from scratch
+            new = replace(new, good_streak=0, idle_streak=0, met_streak=0)
         return replace(new, level=to), Decision(action, level, to, reason)
 
+    p99 = f"p99 {window.p99_ms:.1f} ms"
     if not met:
+        broken = replace(base, good_streak=0, idle_streak=0, met_streak=0)
         if level == 0:
-            return out(replace(base, good_streak=0, idle_streak=0), "hold", 0,
-                       f"p99 {window.p99_ms:.1f} ms > SLA {sla:g} ms at level 0: nothing lower to go to")  # fmt: skip
+            return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at the bottom level 0: nothing lower")
         count = state.backoff_count.get(level, 0) + 1
-        windows = min(policy.backoff_base_windows * 2 ** (count - 1), policy.backoff_max_windows)
-        until = {**state.backoff_until, level: now + windows}
-        counts = {**state.backoff_count, level: count}
-        to = 0 if window.p99_ms > policy.panic_factor * sla else level - 1
-        return out(replace(base, good_streak=0, idle_streak=0, backoff_until=until, backoff_count=counts), "down", to,
-                   f"p99 {window.p99_ms:.1f} ms > SLA {sla:g} ms: level {level} backed off for {windows} "
-                   "windows")  # fmt: skip
+        windows = min(policy.backoff_base_windows * 2 ** min(count - 1, 32), policy.backoff_max_windows)
+        broken = replace(broken, backoff_until={**base.backoff_until, level: now + windows},
+                         backoff_count={**state.backoff_count, level: count})  # fmt: skip
+        return out(broken, "down", level - 1,
+                   f"{p99} > SLA {sla_ms:g} ms: down to level {level - 1}, "
+                   f"level {level} backed off for {windows} windows")  # fmt: skip
 
-    demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
-    good = window.frames >= policy.min_frames and window.p99_ms <= policy.headroom * sla
+    enough = window.frames >= policy.min_frames
+    good = enough and window.p99_ms <= policy.headroom * sla_ms
     good_streak = state.good_streak + 1 if good and demand else 0
-    idle_streak = state.idle_streak + 1 if not demand else 0
-    base = replace(base, good_streak=good_streak, idle_streak=idle_streak)
+    idle_streak = 0 if demand else state.idle_streak + 1
+    met_streak = state.met_streak + 1
+    counts = dict(state.backoff_count)
+    if met_streak >= policy.backoff_max_windows:
+        counts.pop(level, None)
+    base = replace(base, good_streak=good_streak, idle_streak=idle_streak, met_streak=met_streak,
+                   backoff_count=counts)  # fmt: skip
+    load = f"{offered_fps:.0f} fps offered"
 
-    if good_streak >= policy.up_windows and level + 1 < len(ladder):
+    if good_streak >= policy.up_windows:
         nxt = level + 1
-        if state.backoff_until.get(nxt, 0) > now:
-            left = state.backoff_until[nxt] - now
-            return out(base, "hold", level, f"level {nxt} in back-off for {left} more windows")
-        if _blocked_by_memory(memory.get(nxt), window.offered_fps, now, policy):
-            mem = memory[nxt]
-            return out(base, "hold", level, f"level {nxt} broke the SLA (p99 {mem.p99_ms:.1f} ms) at "
-                       f"{mem.offered_fps:.0f} fps; offered now {window.offered_fps:.0f} fps")  # fmt: skip
-        # A level that succeeds for a while earns a fresh back-off schedule.
-        counts = {k: v for k, v in state.backoff_count.items() if k != nxt or state.backoff_until.get(k, 0) > now - 32}
-        return out(replace(base, good_streak=0, backoff_count=counts), "up", nxt,
-                   f"demand (dropped {window.dropped}, busy {window.busy_fraction:.0%}) and p99 "
-                   f"{window.p99_ms:.1f} ms <= {policy.headroom:g} x SLA for {good_streak} windows")  # fmt: skip
+        if nxt >= len(ladder):
+            return out(base, "hold", level, f"demand, {p99}, but level {level} is the top level")
+        if nxt in base.backoff_until:
+            left = base.backoff_until[nxt] - now
+            return out(base, "hold", level, f"demand, {p99}, but level {nxt} is in back-off for {left} more windows")
+        mem = state.memory.get(nxt)
+        if mem is not None and _struggled_at(mem, offered_fps, now, policy, failures_only=True):
+            return out(base, "hold", level,
+                       f"level {nxt} broke the SLA (p99 {mem.p99_ms:.1f} ms) at {mem.offered_fps:.0f} fps "
+                       f"{now - mem.window_index} windows ago; {load} now")  # fmt: skip
+        return out(base, "up", nxt,
+                   f"demand (dropped {window.dropped}, busy {window.busy_fraction:.0%}) and {p99} <= "
+                   f"{policy.headroom * sla_ms:g} ms for {good_streak} windows: up to level {nxt}")  # fmt: skip
+
     if idle_streak >= policy.idle_windows and level > 0:
-        return out(replace(base, idle_streak=0), "down", level - 1,
-                   f"no demand for {idle_streak} windows: spare capacity, lower latency one level down")  # fmt: skip
-    return out(base, "hold", level, "steady")
+        below = state.memory.get(level - 1)
+        if below is not None and _struggled_at(below, offered_fps, now, policy, failures_only=False):
+            return out(base, "hold", level,
+                       f"no demand for {idle_streak} windows, but level {level - 1} was saturated at "
+                       f"{below.offered_fps:.0f} fps {now - below.window_index} windows ago; {load} now")  # fmt: skip
+        return out(base, "down", level - 1,
+                   f"no demand for {idle_streak} windows ({load}, busy {window.busy_fraction:.0%}): "
+                   f"down to level {level - 1} for lower latency")  # fmt: skip
+
+    if demand and not enough:
+        why = f"only {window.frames} frames (< {policy.min_frames}): not enough evidence to step up"
+    elif demand and not good:
+        why = f"{p99} meets SLA {sla_ms:g} ms but not headroom {policy.headroom * sla_ms:g} ms"
+    elif demand:
+        why = f"{p99} within headroom with demand for {good_streak} of {policy.up_windows} windows"
+    else:
+        why = f"{p99}, no demand for {idle_streak} of {policy.idle_windows} windows"
+    return out(base, "hold", level, why)

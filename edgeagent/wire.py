@@ -98,7 +98,7 @@ def _decode_header(part: Any, limits: FrameLimits) -> dict[str, Any]:
         raise BadFrame("header_size", f"header is {raw.nbytes} bytes, limit {limits.max_header_bytes}")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bombs
         raise BadFrame("json", f"header is not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise BadFrame("json", f"header is JSON {type(header).__name__}, expected an object")
