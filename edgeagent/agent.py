@@ -19,6 +19,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import zmq
+
 from edgeagent import config as config_mod
 from edgeagent.accounting import Accounting
 from edgeagent.config import Config, ModelConfig
@@ -27,6 +29,7 @@ from edgeagent.errors import EdgeAgentError
 from edgeagent.logs import q
 from edgeagent.metrics import Metrics
 from edgeagent.pipeline import Pipeline
+from edgeagent.security import Guard
 from edgeagent.systemd import Notifier
 from edgeagent.tuner import Decision, ExecLevel, SLAPolicy, TunerState, WindowStats, decide, derive_ladder
 
@@ -59,6 +62,7 @@ class Agent:
         self.metrics: Metrics | None = None
         self.metrics_address: tuple[str, int] | None = None
         self.pipeline: Pipeline | None = None
+        self.guard: Guard | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def startup(self) -> None:
@@ -89,8 +93,11 @@ class Agent:
         self.accounting = Accounting(cfg.ingest.max_sources)
         if cfg.metrics.listen:
             self.metrics = Metrics(cfg.sla.p99_ms, self.state)
+        self.guard = Guard(zmq.Context.instance(), cfg.security)
+        log.info("event=security %s", self.guard.describe())
         self.pipeline = Pipeline(cfg, self.engine, compiled, level, self.accounting, on_window=self._on_window,
-                                 on_latency=self.metrics.observe if self.metrics else None)  # fmt: skip
+                                 on_latency=self.metrics.observe if self.metrics else None,
+                                 guard=self.guard)  # fmt: skip
         self.pipeline.bind()
         if self.metrics is not None:
             self.metrics_address = self.metrics.serve(cfg.metrics.listen)
@@ -151,6 +158,8 @@ class Agent:
                 log.error("event=shutdown_timeout thread=io")
         if self.metrics is not None:
             self.metrics.stop()
+        if self.guard is not None:
+            self.guard.stop()
         if self.pipeline is not None:
             totals = Accounting.totals(self.accounting.snapshot())
             log.info("event=stopped %s", " ".join(f"{k}={v}" for k, v in totals.items()))
@@ -278,6 +287,7 @@ class Agent:
             "switches": p.switch_count,
             "last_switch_s": p.last_switch_s,
             "last_compile_s": self.last_compile_s,
+            "auth_refused": self.guard.refused if self.guard is not None else 0,
         }
 
 

@@ -50,6 +50,10 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--metrics", "metrics.listen", {"help": "Prometheus HOST:PORT ('' disables)"}),
     ("--log-level", "log.level", {"choices": ["debug", "info", "warning", "error"]}),
     ("--log-format", "log.format", {"choices": ["kv", "json"]}),
+    ("--curve-secret-key", "security.curve_secret_key", {"help": "server CURVE certificate (.key_secret)"}),
+    ("--curve-allow-dir", "security.curve_allow_dir", {"help": "directory of allowed client public certs"}),
+    ("--curve-exempt", "security.curve_exempt", {"action": "append", "help": "socket kind kept plain"}),
+    ("--allow-ip", "security.allow_ips", {"action": "append", "help": "allowed peer address, repeatable"}),
 ]
 
 
@@ -113,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--input", help="a video file or an image folder (OpenCV/PyAV/Pillow when installed)")
     pub.add_argument("--timeout-s", type=float, default=5.0, help="REQ reply timeout (then reconnect)")
     pub.add_argument("--json", action="store_true", help="print the summary as JSON")
+    pub.add_argument("--curve-server-key", help="the agent's public certificate (.key): use CURVE")
+    pub.add_argument("--curve-client-key", help="this publisher's certificate with secret (.key_secret)")
+
+    keys = sub.add_parser("keys", help="CURVE key pairs")
+    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    kg = ksub.add_parser("generate", help="make a key pair in ZeroMQ's certificate format")
+    kg.add_argument("directory", type=Path)
+    kg.add_argument("--name", default="server")
 
     st = sub.add_parser("status", help="one-screen summary of a running agent")
     st.add_argument("--metrics", default="http://127.0.0.1:9110/metrics")
@@ -171,6 +183,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.tools import publish
 
         return publish(args)
+    if args.command == "keys":
+        from edgeagent.security import generate_keys
+
+        public, secret = generate_keys(args.directory, args.name)
+        print(f"public {public}\nsecret {secret}")
+        return EXIT_OK
     if args.command == "status":
         from edgeagent.tools import status
 

@@ -156,6 +156,21 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    curve_secret_key: str | None = None  # server certificate with secret key (edgeagent keys generate)
+    curve_allow_dir: str | None = None  # directory of allowed client public certificates (*.key)
+    curve_exempt: tuple[str, ...] = ()  # socket kinds kept plain (e.g. "listen" for imagezmq senders)
+    allow_ips: tuple[str, ...] = ()  # peer addresses allowed on plain sockets (empty: no check)
+
+    def validate(self) -> None:
+        for kind in self.curve_exempt:
+            if kind not in ("listen", "pull", "publish"):
+                raise ValueError(("curve_exempt", self.curve_exempt, "socket kinds among listen, pull, publish"))
+        if self.curve_allow_dir and not self.curve_secret_key:
+            raise ValueError(("curve_allow_dir", self.curve_allow_dir, "curve_secret_key to be set as well"))
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -164,6 +179,7 @@ class Config:
     sla: SLAConfig = field(default_factory=SLAConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def _describe(tp: Any) -> str:
@@ -369,6 +385,12 @@ adaptive = false
 
 [metrics]
 listen = "127.0.0.1:9110"                 # Prometheus endpoint; "" disables
+
+[security]
+# curve_secret_key = "/etc/edgeagent/keys/server.key_secret"   # enables CURVE on bound sockets
+# curve_allow_dir = "/etc/edgeagent/keys/clients"              # allowed client public certs (*.key)
+curve_exempt = []                         # kinds kept plain: "listen" for imagezmq senders
+allow_ips = []                            # plain peers allowed, e.g. ["10.0.0.21", "10.0.0.22"]
 
 [log]
 level = "info"

@@ -30,6 +30,7 @@ from edgeagent.config import Config
 from edgeagent.engine import Compiled, Completion, Engine
 from edgeagent.errors import BadFrame, EndpointError
 from edgeagent.logs import RateLimiter, q
+from edgeagent.security import Guard
 from edgeagent.tuner import WindowStats, summarize_window
 from edgeagent.wire import Frame, FrameLimits, dumps, error_reply, parse_frame
 
@@ -60,10 +61,12 @@ class Pipeline:
         accounting: Accounting,
         on_window: Callable[[WindowStats], None] | None = None,
         on_latency: Callable[[LatencySample], None] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.accounting = accounting
+        self.guard = guard
         self.on_window = on_window
         self.on_latency = on_latency
         self.limits = FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes)
@@ -102,6 +105,8 @@ class Pipeline:
 
         def make(kind: int, name: str) -> zmq.Socket[Any]:
             s: zmq.Socket[Any] = self.ctx.socket(kind)
+            if self.guard is not None and name != "sub":
+                self.guard.apply(s, "listen" if name == "router" else name)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RCVHWM, ic.rcvhwm)
             s.setsockopt(zmq.MAXMSGSIZE, ic.max_message_bytes)
@@ -122,6 +127,8 @@ class Pipeline:
             if self.cfg.results.publish:
                 _unlink_stale_ipc(self.cfg.results.publish)
                 self.pub = self.ctx.socket(zmq.PUB)
+                if self.guard is not None:
+                    self.guard.apply(self.pub, "publish")
                 self.pub.setsockopt(zmq.LINGER, 0)
                 self.pub.setsockopt(zmq.SNDHWM, 256)
                 self.pub.bind(self.cfg.results.publish)

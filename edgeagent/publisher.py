@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import zmq
+import zmq.auth
 
 from edgeagent.wire import encode_imagezmq, encode_native
 
@@ -29,7 +30,11 @@ class Publisher:
         fmt: Literal["native", "imagezmq"] = "native",
         timeout_s: float = 5.0,
         context: zmq.Context[Any] | None = None,
+        curve_server_key: str | None = None,
+        curve_client_key: str | None = None,
     ) -> None:
+        """``curve_server_key``: the agent's public certificate file; ``curve_client_key``: this
+        publisher's certificate with its secret key (both from ``edgeagent keys generate``)."""
         if mode not in ("push", "pub", "req"):
             raise ValueError(f"mode {mode!r}: expected push, pub or req")
         if fmt not in ("native", "imagezmq"):
@@ -43,12 +48,25 @@ class Publisher:
         self.seq = 0
         self.timeouts = 0
         self.dropped = 0
+        self._curve: tuple[bytes, bytes, bytes] | None = None
+        if curve_server_key or curve_client_key:
+            if not (curve_server_key and curve_client_key):
+                raise ValueError("CURVE needs both curve_server_key and curve_client_key")
+            server_public, _ = zmq.auth.load_certificate(curve_server_key)
+            public, secret = zmq.auth.load_certificate(curve_client_key)
+            if secret is None:
+                raise ValueError(f"{curve_client_key}: a public certificate; give the .key_secret file")
+            self._curve = (server_public, public, secret)
         self._sock = self._open()
 
     def _open(self) -> zmq.Socket[Any]:
         kind = {"push": zmq.PUSH, "pub": zmq.PUB, "req": zmq.REQ}[self.mode]
         s: zmq.Socket[Any] = self.ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
+        if self._curve is not None:
+            if self.mode == "pub":
+                raise ValueError("CURVE is for push and req modes (the agent is the CURVE server)")
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = self._curve
         if self.mode == "push":
             # Never block the camera loop: a full pipe means the agent is behind; drop here too.
             s.setsockopt(zmq.SNDHWM, 4)

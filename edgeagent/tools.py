@@ -138,7 +138,8 @@ def publish(args: argparse.Namespace) -> int:
     def camera(index: int) -> None:
         name = args.source if args.sources == 1 else f"{args.source}-{index}"
         period = 1.0 / args.fps if args.fps > 0 else 0.0
-        pub = Publisher(args.endpoint, name, args.mode, args.fmt, timeout_s=args.timeout_s)
+        pub = Publisher(args.endpoint, name, args.mode, args.fmt, timeout_s=args.timeout_s,
+                        curve_server_key=args.curve_server_key, curve_client_key=args.curve_client_key)
         if args.mode == "pub":
             time.sleep(0.5)  # PUB/SUB: give subscribers time to connect (the slow-joiner problem)
         frames = _frames_from(args, size)

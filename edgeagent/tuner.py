@@ -290,7 +290,7 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
     met = window.met(sla_ms)
     demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
     memory = {**state.memory, level: LevelMemory(offered_fps, window.p99_ms, met, demand, now)}
-    # Expired back-offs are pruned so that the state stays as small as the ladder.
+    # Back-offs over after this window are pruned so that the state stays as small as the ladder.
     base = replace(state, level=level, window_index=now, memory=memory,
                    backoff_until={lv: u for lv, u in state.backoff_until.items() if u > now},
                    last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms)  # fmt: skip
@@ -329,9 +329,10 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
         nxt = level + 1
         if nxt >= len(ladder):
             return out(base, "hold", level, f"demand, {p99}, but level {level} is the top level")
-        if nxt in base.backoff_until:
-            left = base.backoff_until[nxt] - now
-            return out(base, "hold", level, f"demand, {p99}, but level {nxt} is in back-off for {left} more windows")
+        if state.backoff_until.get(nxt, 0) >= now:  # blocked through window backoff_until[nxt]
+            until = state.backoff_until[nxt]
+            return out(base, "hold", level, f"demand, {p99}, but level {nxt} is backed off until window {until} "
+                       f"(now {now})")  # fmt: skip
         mem = state.memory.get(nxt)
         if mem is not None and _struggled_at(mem, offered_fps, now, policy, failures_only=True):
             return out(base, "hold", level,
