@@ -31,7 +31,16 @@ from edgeagent.metrics import Metrics
 from edgeagent.pipeline import Pipeline
 from edgeagent.security import Guard
 from edgeagent.systemd import Notifier
-from edgeagent.tuner import Decision, ExecLevel, SLAPolicy, TunerState, WindowStats, decide, derive_ladder
+from edgeagent.tuner import (
+    Decision,
+    ExecLevel,
+    SLAPolicy,
+    TunerState,
+    WindowStats,
+    decide,
+    derive_ladder,
+    level_failed,
+)
 
 log = logging.getLogger("edgeagent.agent")
 TICK_S = 0.1
@@ -51,6 +60,7 @@ class Agent:
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
         self._level_requests: collections.deque[int] = collections.deque()
+        self._failed_levels: collections.deque[int] = collections.deque()
         self._compiled: dict[tuple[int, int], Compiled] = {}  # (streams, batch) → compiled model
         self._compile_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -193,6 +203,10 @@ class Agent:
             return
         policy = SLAPolicy(p99_ms=self.cfg.sla.p99_ms, window_s=self.cfg.sla.window_s,
                            min_frames=self.cfg.sla.min_frames, headroom=self.cfg.sla.headroom)  # fmt: skip
+        assert self.pipeline is not None
+        while self._failed_levels:
+            self.tuner_state = level_failed(self.tuner_state, self._failed_levels.popleft(),
+                                            self.pipeline.level_index, policy)  # fmt: skip
         self.tuner_state, decision = decide(self.tuner_state, ws, self.ladder, policy)
         previous, self.last_decision = self.last_decision, decision
         # Every change is logged; a hold only when its reason changes (not once per window).
@@ -220,8 +234,10 @@ class Agent:
                     self._compiled = {}
                 compiled = self._compile(self.ladder[target])
             except EdgeAgentError as exc:
-                # The running model keeps serving: a failed compile is logged, never fatal.
+                # The running model keeps serving: a failed compile is logged, never fatal, and the
+                # controller is told (on its own thread, at the next window) to stay off that level.
                 log.error("event=compile_failed level=%d error=%s", target, q(exc))
+                self._failed_levels.append(target)
                 return
             assert self.pipeline is not None
             if model_cfg is not None:

@@ -23,6 +23,7 @@ import psutil
 
 from edgeagent.config import ModelConfig
 from edgeagent.errors import ModelError
+from edgeagent.logs import q
 from edgeagent.models import ModelInfo, cache_root, prepare, read_model
 from edgeagent.tuner import ExecLevel
 from edgeagent.wire import Frame
@@ -116,7 +117,8 @@ class Engine:
             else:
                 log.warning("event=cache_disabled dir=%s reason=not_writable", cache)
         except OSError as exc:
-            log.warning("event=cache_disabled dir=%s reason=%s", cache, exc.strerror)
+            # Compiles still work, only slower after a restart: never a reason to stop.
+            log.warning("event=cache_disabled dir=%s reason=%s", cache, q(exc.strerror or str(exc)))
         self.active: Compiled | None = None
         self.requests: list[ov.InferRequest] = []
         self.idle: list[int] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
 
 from edgeagent.config import ModelConfig
 from edgeagent.errors import ModelError
+
+log = logging.getLogger("edgeagent.models")
 
 BUILTIN_NAME = "edgeagent-builtin-mobilenetv2"
 BUILTIN_VERSION = 1
@@ -136,7 +139,15 @@ class ModelInfo:
 
 def read_model(core: ov.Core, cfg: ModelConfig) -> tuple[ov.Model, str]:
     """Read ``cfg.path`` (or the built-in model). Raises ModelError naming the file and the problem."""
-    path = Path(cfg.path) if cfg.path else builtin_model_path(cfg)
+    if not cfg.path:
+        try:
+            path = builtin_model_path(cfg)
+        except ModelError as exc:
+            # An unwritable or full cache must not stop the agent: build the model in memory instead.
+            log.warning("event=builtin_model_in_memory reason=%s", json.dumps(str(exc)))
+            return build_builtin_model(), f"<built-in {BUILTIN_NAME}, in memory>"
+    else:
+        path = Path(cfg.path)
     if not path.exists():
         raise ModelError(f"model file not found: {path}")
     if path.is_dir():

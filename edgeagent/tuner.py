@@ -252,6 +252,21 @@ def backoffs(state: TunerState) -> dict[int, int]:
             if until > state.window_index}  # fmt: skip
 
 
+def level_failed(state: TunerState, level: int, running_level: int, policy: SLAPolicy) -> TunerState:
+    """The agent could not bring ``level`` up (its compile failed) and still runs ``running_level``.
+
+    The level goes into the longest back-off at once: a compile failure (memory, an unsupported batch)
+    does not depend on the load and would fail again on the next probe. Since :func:`decide` climbs one
+    level at a time, the levels above it are out of reach for as long too.
+    """
+    if level < 0 or running_level < 0:
+        raise ValueError(f"level_failed: level={level} running_level={running_level}, expected >= 0")
+    until = {**state.backoff_until, level: state.window_index + policy.backoff_max_windows}
+    counts = {**state.backoff_count, level: state.backoff_count.get(level, 0) + 1}
+    return replace(state, level=running_level, good_streak=0, idle_streak=0, met_streak=0,
+                   backoff_until=until, backoff_count=counts)  # fmt: skip
+
+
 def _struggled_at(mem: LevelMemory | None, offered_fps: float, now: int, policy: SLAPolicy,
                   *, failures_only: bool) -> bool:  # fmt: skip
     """Whether a level is remembered, recently enough, to have broken the SLA (or, unless
@@ -304,7 +319,7 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
     if not met:
         broken = replace(base, good_streak=0, idle_streak=0, met_streak=0)
         if level == 0:
-            return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at the bottom level 0: nothing lower")
+            return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at level 0, the bottom: nothing lower")
         count = state.backoff_count.get(level, 0) + 1
         windows = min(policy.backoff_base_windows * 2 ** min(count - 1, 32), policy.backoff_max_windows)
         broken = replace(broken, backoff_until={**base.backoff_until, level: now + windows},

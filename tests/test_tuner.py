@@ -20,6 +20,7 @@ from edgeagent.tuner import (
     backoffs,
     decide,
     derive_ladder,
+    level_failed,
     nearest_rank,
     summarize_window,
 )
@@ -119,9 +120,9 @@ def test_batch_rungs_follow_max_batch(max_batch: int, batches: list[int]) -> Non
 @pytest.mark.parametrize("bad", ["n_cpus", "max_streams", "throughput_streams", "optimal_requests", "max_batch"])
 def test_ladder_rejects_nonsense(bad: str) -> None:
     names = ["n_cpus", "max_streams", "throughput_streams", "optimal_requests", "max_batch"]
-    args = [0 if name == bad else 4 for name in names]
+    n_cpus, max_streams, tput, optimal, max_batch = (0 if name == bad else 4 for name in names)
     with pytest.raises(ValueError, match=f"{bad}=0, expected an integer >= 1"):
-        derive_ladder(*args)
+        derive_ladder(n_cpus, max_streams, tput, optimal, max_batch)
 
 
 def test_describe() -> None:
@@ -231,7 +232,7 @@ def test_broken_sla_steps_down_at_once_and_backs_off() -> None:
 def test_broken_sla_at_level_zero_holds() -> None:
     state, d = decide(TunerState(), win(50), LADDER, POLICY)
     assert (d.action, d.to_level, state.level) == ("hold", 0, 0)
-    assert "bottom level 0" in d.reason and "p99 50.0 ms" in d.reason
+    assert d.reason == "p99 50.0 ms > SLA 30 ms at level 0, the bottom: nothing lower"
     assert backoffs(state) == {} and state.backoff_count == {}
 
 
@@ -313,6 +314,18 @@ def test_idle_does_not_step_down_into_a_level_saturated_at_this_load() -> None:
     # At a clearly lower load level 0 may have room again.
     state, ds = steps(state, [win(12, frames=60, dropped=0, busy=0.3)])
     assert actions(ds) == [("down", 0)]
+
+
+def test_a_level_that_failed_to_compile_is_not_probed_for_the_longest_backoff() -> None:
+    # decide() already moved to level 2; its compile failed, level 1 still runs.
+    state, _ = decide(TunerState(level=1, good_streak=1), win(20), LADDER, POLICY)
+    assert state.level == 2
+    state = level_failed(state, 2, 1, POLICY)
+    assert state.level == 1 and state.good_streak == 0 and backoffs(state) == {2: 64}
+    state, ds = steps(state, [win(20)] * 65)
+    assert actions(ds) == [("hold", 1)] * 64 + [("up", 2)]
+    with pytest.raises(ValueError, match="level=-1"):
+        level_failed(state, -1, 0, POLICY)
 
 
 def test_decide_never_mutates_and_state_mappings_are_read_only() -> None:

@@ -1,0 +1,109 @@
+"""Faults: publishers killed and restarted, the agent restarted under REQ senders, a broken cache."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeagent.publisher import Publisher
+
+from .conftest import ROOT, AgentProcess, free_port
+
+IMG = np.random.default_rng(17).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+
+
+def publish_cli(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "edgeagent", "publish", "--size", "224x224", "--fps", "40",
+                             "--count", "2000", "--duration-s", "60", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+
+
+def processed(agent: AgentProcess, source: str) -> float:
+    return agent.frames().get((source, "processed", ""), 0.0)
+
+
+def wait_more(agent: AgentProcess, source: str, than: float, timeout_s: float = 20) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        n = processed(agent, source)
+        if n > than:
+            return n
+        time.sleep(0.1)
+    raise AssertionError(f"{source} not processed beyond {than}:\n{agent.log()}")
+
+
+def test_publishers_killed_mid_stream_are_picked_up_again(start_agent: Any) -> None:
+    pub_port = free_port()
+    agent = start_agent("--connect", f"tcp://127.0.0.1:{pub_port}")
+    steady = publish_cli("--endpoint", agent.pull, "--source", "steady")
+    procs = {
+        "push": lambda: publish_cli("--endpoint", agent.pull, "--source", "pusher"),
+        "pub": lambda: publish_cli("--endpoint", f"tcp://127.0.0.1:{pub_port}", "--mode", "pub", "--format",
+                                   "imagezmq", "--source", "pubber"),
+        "req": lambda: publish_cli("--endpoint", agent.listen, "--mode", "req", "--format", "imagezmq",
+                                   "--source", "requester"),
+    }  # fmt: skip
+    names = {"push": "pusher", "pub": "pubber", "req": "requester"}
+    running = {k: start() for k, start in procs.items()}
+    try:
+        for k in running:
+            wait_more(agent, names[k], 0)
+        for p in running.values():
+            p.send_signal(signal.SIGKILL)  # mid-stream, mid-request for the REQ one
+            p.wait(10)
+        before_steady = processed(agent, "steady")
+        time.sleep(1.0)
+        assert wait_more(agent, "steady", before_steady) > before_steady  # the others keep being served
+        counts = {k: processed(agent, names[k]) for k in running}
+        running = {k: start() for k, start in procs.items()}  # same endpoints, no agent restart
+        for k in running:
+            wait_more(agent, names[k], counts[k])
+        assert agent.proc.poll() is None
+    finally:
+        for p in [steady, *running.values()]:
+            p.kill()
+            p.wait(10)
+
+
+def test_agent_restart_under_a_req_sender_with_timeout_and_reconnect(cache_dir: Path) -> None:
+    agent = AgentProcess([], cache_dir)
+    agent.wait_for("event=listening")
+    listen, extra = agent.listen, ["--listen", agent.listen]
+    pub = Publisher(listen, source="resilient", mode="req", timeout_s=1.5)
+    try:
+        assert isinstance(pub.send(IMG), dict)
+        agent.proc.send_signal(signal.SIGKILL)  # the agent dies; the next request is lost with it
+        agent.proc.wait(10)
+        assert pub.send(IMG) is None and pub.timeouts == 1  # plain imagezmq would block here for ever
+        # A new agent on the same endpoint: the publisher's fresh socket reconnects by itself.
+        cmd_agent = subprocess.Popen([sys.executable, "-m", "edgeagent", "run", *extra, "--pull", "", "--results",
+                                      "", "--metrics", "", "--cache-dir", str(cache_dir)], cwd=ROOT,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            reply = None
+            deadline = time.monotonic() + 60
+            while reply is None and time.monotonic() < deadline:
+                reply = pub.send(IMG)
+            assert isinstance(reply, dict) and reply["status"] == "ok"
+        finally:
+            cmd_agent.terminate()
+            assert cmd_agent.wait(15) == 0
+    finally:
+        pub.close()
+        agent.stop()
+
+
+def test_unwritable_cache_falls_back_and_keeps_serving(start_agent: Any, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    agent = start_agent("--cache-dir", str(blocker / "cache"))
+    assert any("event=cache_disabled" in ln for ln in agent.lines)
+    assert any("event=builtin_model_in_memory" in ln for ln in agent.lines)
+    with Publisher(agent.listen, source="c", mode="req", timeout_s=10) as p:
+        assert p.send(IMG)["status"] == "ok"  # type: ignore[index]
