@@ -61,6 +61,7 @@ class Agent:
         self._stopping = False
         self._level_requests: collections.deque[int] = collections.deque()
         self._failed_levels: collections.deque[int] = collections.deque()
+        self._switches_seen = 0
         self._compiled: dict[tuple[int, int], Compiled] = {}  # (streams, batch) → compiled model
         self._compile_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -207,6 +208,13 @@ class Agent:
         while self._failed_levels:
             self.tuner_state = level_failed(self.tuner_state, self._failed_levels.popleft(),
                                             self.pipeline.level_index, policy)  # fmt: skip
+        # decide() assumes the window ran at state.level: skip windows while a switch is pending and
+        # the one window a switch straddled (it mixes two levels).
+        if self.tuner_state.level != self.pipeline.level_index:
+            return
+        if self.pipeline.switch_count != self._switches_seen:
+            self._switches_seen = self.pipeline.switch_count
+            return
         self.tuner_state, decision = decide(self.tuner_state, ws, self.ladder, policy)
         previous, self.last_decision = self.last_decision, decision
         # Every change is logged; a hold only when its reason changes (not once per window).

@@ -140,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--per-round", type=int, default=50)
     lat.add_argument("--json", type=Path, help="write results as JSON here")
     from edgeagent.bench.sla import add_parser as add_sla
+    from edgeagent.bench.soak import add_parser as add_soak
 
     add_sla(bsub)
+    add_soak(bsub)
     return p
 
 
@@ -193,6 +195,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.tools import status
 
         return status(args)
+    if args.command == "bench" and args.bench_command == "soak":
+        from edgeagent.bench.soak import main as bench_soak
+
+        return bench_soak(args)
     if args.command == "bench" and args.bench_command == "sla":
         from edgeagent.bench.sla import main as bench_sla
 
