@@ -3,7 +3,8 @@
 1. Measure what level 0 can serve (1 / mean inference time during a short flood), 2. offer 3x that
 from several paced native publishers for ``--minutes``, 3. sample the agent's RSS, open file
 descriptors and threads (psutil on its PID) and record every published result's frame age
-(publisher clock → result, from the header), 4. check the accounting exactly once the load stops. Reports the figures and a pass/fail per goal.
+(publisher clock → result, from the header), 4. check the accounting exactly once the load stops.
+Reports the figures and a pass/fail per goal.
 """
 
 from __future__ import annotations
