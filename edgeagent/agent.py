@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psutil
 import zmq
 
 from edgeagent import config as config_mod
@@ -62,6 +63,8 @@ class Agent:
         self._level_requests: collections.deque[int] = collections.deque()
         self._failed_levels: collections.deque[int] = collections.deque()
         self._switches_seen = 0
+        self._proc = psutil.Process()
+        self.last_interference = 0.0
         self._compiled: dict[tuple[int, int], Compiled] = {}  # (streams, batch) → compiled model
         self._compile_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -198,6 +201,7 @@ class Agent:
     def _on_window(self, ws: WindowStats) -> None:
         """Called by the I/O thread at each window end: account, and let the policy decide."""
         self.windows += 1
+        ws = dataclasses.replace(ws, interference=self._interference())
         if not ws.met(self.cfg.sla.p99_ms):
             self.windows_violating += 1
         if not self.cfg.sla.adaptive:
@@ -219,8 +223,9 @@ class Agent:
         previous, self.last_decision = self.last_decision, decision
         # Every change is logged; a hold only when its reason changes (not once per window).
         if decision.action != "hold" or previous is None or _shape(previous.reason) != _shape(decision.reason):
-            log.info("event=tuner_decision action=%s from=%d to=%d p99_ms=%.2f reason=%s", decision.action,
-                     decision.from_level, decision.to_level, ws.p99_ms, q(decision.reason))  # fmt: skip
+            log.info("event=tuner_decision action=%s from=%d to=%d p99_ms=%.2f interference=%.2f reason=%s",
+                     decision.action, decision.from_level, decision.to_level, ws.p99_ms, ws.interference,
+                     q(decision.reason))  # fmt: skip
         if decision.action != "hold":
             self._level_requests.append(decision.to_level)
 
@@ -255,6 +260,15 @@ class Agent:
 
         self._compile_thread = threading.Thread(target=work, name="edgeagent-compile", daemon=True)
         self._compile_thread.start()
+
+    def _interference(self) -> float:
+        """Share of the agent's CPUs that other processes used (or the hypervisor stole) since the last
+        call: a CPU hog or throttling. psutil, system-wide minus this process."""
+        ncpu = max(1, len(self.cpus.all))
+        busy = psutil.cpu_percent(None) / 100
+        own = self._proc.cpu_percent(None) / 100 / (psutil.cpu_count() or ncpu)
+        self.last_interference = max(0.0, min(1.0, busy - own))
+        return self.last_interference
 
     def set_level(self, level: int) -> None:
         """Ask for a level (tests, benchmarks with a static level)."""
@@ -312,6 +326,7 @@ class Agent:
             "last_switch_s": p.last_switch_s,
             "last_compile_s": self.last_compile_s,
             "auth_refused": self.guard.refused if self.guard is not None else 0,
+            "interference": self.last_interference,
         }
 
 

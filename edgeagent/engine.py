@@ -129,13 +129,29 @@ class Engine:
         lo_hi = self.core.get_property(dev, "RANGE_FOR_STREAMS")
         max_streams = min(int(lo_hi[1]), len(self.cpus.inference))
         try:
-            # What the THROUGHPUT hint would choose for this CPU set, without compiling anything.
-            tput = len(self.cpus.inference) // 2 if len(self.cpus.inference) > 2 else len(self.cpus.inference)
-            tput = max(1, min(tput, max_streams))
             opt = int(self.core.get_property(dev, "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         except RuntimeError:
-            tput, opt = max_streams, 1
-        return DeviceLimits(max(1, max_streams), tput, max(1, opt))
+            opt = 1
+        return DeviceLimits(max(1, max_streams), max(1, min(self._throughput_streams(), max_streams)), max(1, opt))
+
+    def _throughput_streams(self) -> int:
+        """What the THROUGHPUT hint really chooses for this model on this CPU set: compile it once with
+        that hint (model cache on, so cheap after the first start) and read NUM_STREAMS back."""
+        n = len(self.cpus.inference)
+        try:
+            with self._compile_lock:
+                model, path = read_model(self.core, self.cfg)
+                model, _info = prepare(model, path, self.cfg)
+                saved = os.sched_getaffinity(0)
+                try:
+                    self.cpus.pin_current_thread(self.cpus.inference)
+                    compiled = self.core.compile_model(model, self.cfg.device, {"PERFORMANCE_HINT": "THROUGHPUT"})
+                finally:
+                    os.sched_setaffinity(0, saved)
+            return int(compiled.get_property("NUM_STREAMS"))
+        except (RuntimeError, ModelError) as exc:
+            log.warning("event=throughput_probe_failed error=%s fallback_streams=%d", q(exc), max(1, n // 2))
+            return max(1, n // 2)
 
     def compile(self, level: ExecLevel) -> Compiled:
         """Read, pre-process and compile the model for ``level``; raises ModelError. Thread-safe."""

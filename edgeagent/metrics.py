@@ -68,6 +68,8 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("edgeagent_in_flight_jobs", "Inference jobs started and not completed",
                                 value=st["in_flight"])  # fmt: skip
         yield CounterMetricFamily("edgeagent_level_switches", "Execution level switches", value=st["switches"])
+        yield GaugeMetricFamily("edgeagent_host_interference_ratio", "Share of the CPUs used by other processes "
+                                "in the last window (a hog, throttling, steal)", value=st["interference"])  # fmt: skip
         yield CounterMetricFamily("edgeagent_auth_refused", "Peers refused by ZAP (CURVE key or IP not allowed)",
                                   value=st["auth_refused"])  # fmt: skip
         yield GaugeMetricFamily("edgeagent_last_switch_seconds", "Duration of the last level switch "

@@ -218,6 +218,7 @@ class Pipeline:
                 self._reject(bad, envelope, sock)
                 continue
             frame.envelope = envelope
+            frame.reply_sock = sock if envelope is not None else None
             label = self.accounting.label(frame.source)
             if label == OVERFLOW_SOURCE:
                 self._reject(BadFrame("sources", f"more than {self.cfg.ingest.max_sources} sources",
@@ -237,15 +238,14 @@ class Pipeline:
             elif self.engine.idle:
                 self._pump()  # an idle request: start at once, before reading the next message
 
-    def _router(self) -> zmq.Socket[Any]:
-        return next(s for s, k in self.ingest if k == "router")
-
-    def _reply(self, frame_envelope: list[Any] | None, body: bytes, sock: zmq.Socket[Any] | None = None) -> None:
+    def _reply(self, frame_envelope: list[Any] | None, body: bytes, sock: zmq.Socket[Any] | None) -> None:
+        """Answer a REQ/DEALER peer on the ROUTER its request came in on (there may be several)."""
         if frame_envelope is None:
             return
-        target = sock or self._router()
+        if sock is None:
+            return
         try:
-            target.send_multipart([*frame_envelope, body], zmq.NOBLOCK)
+            sock.send_multipart([*frame_envelope, body], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # peer gone or HWM reached: nothing else to do for it
             self._warn("reply_failed", f"event=reply_failed error={q(exc)}")
 
@@ -259,7 +259,7 @@ class Pipeline:
     def _drop(self, frame: Frame, reason: str) -> None:
         self.accounting.dropped(self.accounting.label(frame.source), reason)
         self._win_dropped += 1
-        self._reply(frame.envelope, error_reply(reason, f"frame {frame.seq} {reason}", frame.source))
+        self._reply(frame.envelope, error_reply(reason, f"frame {frame.seq} {reason}", frame.source), frame.reply_sock)
 
     def _warn(self, key: str, message: str) -> None:
         suppressed = self.rate.allow(key)
@@ -350,7 +350,7 @@ class Pipeline:
         body = dumps(header)
         # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
         if frame.envelope is not None:
-            self._reply(frame.envelope, b"OK" if self.cfg.ingest.reply == "ok" else body)
+            self._reply(frame.envelope, b"OK" if self.cfg.ingest.reply == "ok" else body, frame.reply_sock)
         if self.pub is not None:
             parts: list[Any] = [frame.source.encode(), body]
             if self.cfg.results.send_outputs:

@@ -124,6 +124,9 @@ class SLAPolicy:
     # at most once per memory_windows, i.e. under 1% of windows break at a constant load by default.
     memory_windows: int = 120
     load_tolerance: float = 0.1  # offered loads within this fraction count as the same load (jitter)
+    # A failure remembered under CPU interference this much higher than now does not block a re-probe:
+    # when a CPU hog stops, the controller climbs back instead of waiting out memory_windows.
+    interference_tolerance: float = 0.15
 
     def __post_init__(self) -> None:
         checks = [
@@ -139,6 +142,7 @@ class SLAPolicy:
              f"an integer >= backoff_base_windows ({self.backoff_base_windows})"),
             ("memory_windows", self.memory_windows >= 0, "an integer >= 0 (0: no memory)"),
             ("load_tolerance", 0 <= self.load_tolerance < 1, "a fraction in [0, 1)"),
+            ("interference_tolerance", 0 < self.interference_tolerance <= 1, "a fraction in (0, 1]"),
         ]  # fmt: skip
         for name, ok, expected in checks:
             if not ok:
@@ -159,6 +163,7 @@ class WindowStats:
     max_ms: float
     busy_fraction: float  # share of the window with every infer request busy, 0..1
     in_sla: int  # frames with latency <= the SLA's p99_ms
+    interference: float = 0.0  # share of the CPUs used by other processes (or stolen), 0..1
 
     @property
     def goodput_fps(self) -> float:
@@ -216,6 +221,7 @@ class LevelMemory:
     met: bool  # the SLA held
     demand: bool = False  # the level was saturated: drops, or busy >= busy_demand
     window_index: int = 0  # when it was observed, for forgetting
+    interference: float = 0.0  # other processes' share of the CPUs then (a hog, throttling, steal)
 
 
 @dataclass(frozen=True)
@@ -268,7 +274,7 @@ def level_failed(state: TunerState, level: int, running_level: int, policy: SLAP
 
 
 def _struggled_at(mem: LevelMemory | None, offered_fps: float, now: int, policy: SLAPolicy,
-                  *, failures_only: bool) -> bool:  # fmt: skip
+                  *, failures_only: bool, interference: float = 0.0) -> bool:  # fmt: skip
     """Whether a level is remembered, recently enough, to have broken the SLA (or, unless
     ``failures_only``, to have been saturated) at a load no higher than ``offered_fps``: then it would
     do so again now. A load clearly below the remembered one is worth a try."""
@@ -276,6 +282,8 @@ def _struggled_at(mem: LevelMemory | None, offered_fps: float, now: int, policy:
         return False
     if mem.met and (failures_only or not mem.demand):
         return False
+    if mem.interference > interference + policy.interference_tolerance:
+        return False  # it failed while something else took the CPU; that has eased: worth a try
     return offered_fps >= (1 - policy.load_tolerance) * mem.offered_fps
 
 
@@ -304,7 +312,7 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
     offered_fps = window.offered_fps
     met = window.met(sla_ms)
     demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
-    memory = {**state.memory, level: LevelMemory(offered_fps, window.p99_ms, met, demand, now)}
+    memory = {**state.memory, level: LevelMemory(offered_fps, window.p99_ms, met, demand, now, window.interference)}
     # Back-offs over after this window are pruned so that the state stays as small as the ladder.
     base = replace(state, level=level, window_index=now, memory=memory,
                    backoff_until={lv: u for lv, u in state.backoff_until.items() if u > now},
@@ -349,7 +357,8 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
             return out(base, "hold", level, f"demand, {p99}, but level {nxt} is backed off until window {until} "
                        f"(now {now})")  # fmt: skip
         mem = state.memory.get(nxt)
-        if mem is not None and _struggled_at(mem, offered_fps, now, policy, failures_only=True):
+        if mem is not None and _struggled_at(mem, offered_fps, now, policy, failures_only=True,
+                                             interference=window.interference):
             return out(base, "hold", level,
                        f"level {nxt} broke the SLA (p99 {mem.p99_ms:.1f} ms) at {mem.offered_fps:.0f} fps "
                        f"{now - mem.window_index} windows ago; {load} now")  # fmt: skip
@@ -359,7 +368,8 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
 
     if idle_streak >= policy.idle_windows and level > 0:
         below = state.memory.get(level - 1)
-        if below is not None and _struggled_at(below, offered_fps, now, policy, failures_only=False):
+        if below is not None and _struggled_at(below, offered_fps, now, policy, failures_only=False,
+                                               interference=window.interference):
             return out(base, "hold", level,
                        f"no demand for {idle_streak} windows, but level {level - 1} was saturated at "
                        f"{below.offered_fps:.0f} fps {now - below.window_index} windows ago; {load} now")  # fmt: skip

@@ -83,6 +83,7 @@ class Frame:
     encoding: str  # "raw" or "jpeg"
     keepalive: Any = None
     envelope: list[Any] | None = None  # ROUTER routing frames for the reply; None: no reply owed
+    reply_sock: Any = None  # the ROUTER socket the request came in on (owned by the I/O thread)
 
 
 def _as_memoryview(part: Any) -> memoryview:

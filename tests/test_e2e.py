@@ -211,3 +211,12 @@ def test_stop_signal_exits_zero(start_agent: Any, signame: str) -> None:
     assert agent.proc.wait(10) == 0
     agent.wait_for("event=stopped")
     assert "received=1 processed=1 dropped=0 rejected=0" in agent.wait_for("event=stopped")
+
+
+def test_replies_go_back_through_the_router_the_request_came_in_on(start_agent: Any) -> None:
+    second = f"tcp://127.0.0.1:{free_port()}"
+    agent = start_agent("--listen", second)  # two ROUTERs: the fixture's and this one
+    for endpoint in (agent.listen, second):
+        with Publisher(endpoint, source="two-routers", mode="req", timeout_s=10) as p:
+            reply = p.send(IMG)
+        assert isinstance(reply, dict) and reply["status"] == "ok", endpoint
