@@ -64,7 +64,7 @@ class IngestConfig:
     max_sources: int = 64  # distinct source names kept at once; more are rejected (bounded memory)
     max_frame_age_ms: float = 0.0  # drop frames older than this when their turn comes; 0: off
     max_header_bytes: int = 4096  # JSON headers longer than this are rejected before parsing
-    max_message_bytes: int = 64 * 1024 * 1024  # ZMQ_MAXMSGSIZE: a hard cap enforced by libzmq
+    max_message_bytes: int = 0  # ZMQ_MAXMSGSIZE; 0: derived from the largest acceptable frame + header
     rcvhwm: int = 64  # per-socket receive high-water mark (messages)
 
     def validate(self) -> None:
@@ -80,8 +80,8 @@ class IngestConfig:
             raise ValueError(("max_frame_age_ms", self.max_frame_age_ms, "a number >= 0"))
         if not 64 <= self.max_header_bytes <= 1 << 20:
             raise ValueError(("max_header_bytes", self.max_header_bytes, "64 .. 1048576"))
-        if self.max_message_bytes < 1024:
-            raise ValueError(("max_message_bytes", self.max_message_bytes, "an integer >= 1024"))
+        if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
+            raise ValueError(("max_message_bytes", self.max_message_bytes, "0 (derived) or an integer >= 1024"))
         if self.rcvhwm < 1:
             raise ValueError(("rcvhwm", self.rcvhwm, "an integer >= 1"))
 
@@ -361,7 +361,7 @@ reply = "json"                            # "json" result summary or "ok" (b"OK"
 max_sources = 64
 max_frame_age_ms = 0.0                    # 0: off
 max_header_bytes = 4096
-max_message_bytes = 67108864
+max_message_bytes = 0                     # 0: 8 x the largest acceptable frame + header
 rcvhwm = 64
 
 [results]

@@ -49,9 +49,8 @@ class CpuPlan:
         missing = sorted(set(cpus) - set(allowed))
         if missing:
             raise ModelError(f"--cpus {list(cpus)}: CPUs {missing} are not available to this process {list(allowed)}")
-        if len(cpus) >= 3:
-            return CpuPlan(cpus, cpus[1:], cpus[:1])
-        return CpuPlan(cpus, cpus, cpus)
+        inference, io = split_cpus(cpus)
+        return CpuPlan(cpus, inference, io)
 
     def apply_process(self) -> None:
         """Restrict the whole process (threads started later inherit it)."""
@@ -59,6 +58,12 @@ class CpuPlan:
 
     def pin_current_thread(self, cpus: Sequence[int]) -> None:
         os.sched_setaffinity(0, cpus)  # pid 0: the calling thread only
+
+
+def split_cpus(cpus: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(inference CPUs, socket-thread CPUs). From 3 CPUs up the socket thread gets the first one to
+    itself; with 1 or 2, inference needs them all and the socket thread shares them."""
+    return (cpus[1:], cpus[:1]) if len(cpus) >= 3 else (cpus, cpus)
 
 
 @dataclass

@@ -70,6 +70,11 @@ class Pipeline:
         self.on_window = on_window
         self.on_latency = on_latency
         self.limits = FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes)
+        # libzmq refuses (and disconnects) a peer whose message part exceeds this before Python sees it,
+        # so no error reply can be sent: it must stay well above anything that deserves a named error.
+        # 8x the largest acceptable frame: a float64 frame of the right shape still gets "dtype".
+        self.max_message_bytes = cfg.ingest.max_message_bytes or (
+            8 * self.limits.max_payload_bytes + cfg.ingest.max_header_bytes)
         self.ctx: zmq.Context[Any] = zmq.Context.instance()
         self.ingest: list[tuple[zmq.Socket[Any], str]] = []  # (socket, kind: router/sub/pull)
         self.pub: zmq.Socket[Any] | None = None
@@ -109,7 +114,7 @@ class Pipeline:
                 self.guard.apply(s, "listen" if name == "router" else name)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.RCVHWM, ic.rcvhwm)
-            s.setsockopt(zmq.MAXMSGSIZE, ic.max_message_bytes)
+            s.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
             self.ingest.append((s, name))
             return s
 
@@ -404,6 +409,10 @@ class Pipeline:
         self._busy_ns = 0
         self._win_start_ns = now_ns
         self.last_window = ws
+        log.log(logging.INFO if not ws.met(sla.p99_ms) else logging.DEBUG,
+                "event=window level=%d frames=%d dropped=%d p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f max_ms=%.2f "
+                "goodput_fps=%.1f busy=%.2f met=%s", self.level_index, ws.frames, ws.dropped, ws.p50_ms, ws.p95_ms,
+                ws.p99_ms, ws.max_ms, ws.goodput_fps, ws.busy_fraction, ws.met(sla.p99_ms))  # fmt: skip
         if self.on_window is not None:
             self.on_window(ws)
 

@@ -220,3 +220,19 @@ def test_replies_go_back_through_the_router_the_request_came_in_on(start_agent: 
         with Publisher(endpoint, source="two-routers", mode="req", timeout_s=10) as p:
             reply = p.send(IMG)
         assert isinstance(reply, dict) and reply["status"] == "ok", endpoint
+
+
+def test_a_message_beyond_maxmsgsize_never_reaches_the_agent(start_agent: Any) -> None:
+    agent = start_agent()
+    ctx = zmq.Context.instance()
+    big = ctx.socket(zmq.PUSH)
+    big.setsockopt(zmq.LINGER, 0)
+    big.connect(agent.pull)
+    # 9x a 224x224 frame: libzmq (ZMQ_MAXMSGSIZE = 8 x frame + header) drops the peer, not the agent.
+    big.send_multipart([b'{"msg": "huge", "dtype": "uint8", "shape": [672, 672, 3]}', bytes(672 * 672 * 3)])
+    time.sleep(0.5)
+    big.close()
+    with Publisher(agent.listen, source="after", mode="req", timeout_s=10) as p:
+        assert p.send(IMG)["status"] == "ok"  # type: ignore[index]
+    frames = agent.frames()
+    assert not any(s == "huge" for s, _o, _r in frames) and agent.proc.poll() is None

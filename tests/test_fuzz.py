@@ -74,10 +74,13 @@ def outcome_counts(agent: Any) -> Counter[str]:
 
 
 def wait_received(agent: Any, total: int, timeout_s: float = 60) -> Counter[str]:
+    """Until ``total`` messages were received and none is still inside the agent (slot or in flight)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         c = outcome_counts(agent)
-        if c["received"] >= total:
+        settled = c["processed"] + c["dropped"] + sum(v for k, v in c.items()
+                                                      if k not in ("received", "processed", "dropped"))
+        if c["received"] >= total and settled == c["received"]:
             return c
         time.sleep(0.2)
     return outcome_counts(agent)

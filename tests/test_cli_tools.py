@@ -1,0 +1,61 @@
+"""The info and publish commands, and the CPU plan, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgeagent.engine import split_cpus
+
+from .conftest import ROOT
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)  # fmt: skip
+
+
+def test_info_describes_model_and_device(cache_dir: Path) -> None:
+    r = run_cli("info", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["input"]["model_shape"] == [1, 3, 224, 224]
+    assert info["input"]["frame"] == {"width": 224, "height": 224, "dtype": "uint8", "layout": "HWC", "colour": "BGR"}
+    assert info["outputs"] == [{"name": "probabilities", "dtype": "f32", "shape": [1, 1000]}]
+    assert info["device"]["throughput_streams"] >= 1 and info["compiled_level0"]["streams"] == 1
+    text = run_cli("info", "--frame-size", "640x480")
+    assert text.returncode == 0 and "640x480" in text.stdout and "level 0" in text.stdout
+
+
+def test_publish_req_prints_replies_and_round_trips(start_agent: Any) -> None:
+    agent = start_agent()
+    r = run_cli("publish", "--endpoint", agent.listen, "--mode", "req", "--format", "imagezmq", "--count", "12",
+                "--fps", "100", "--sources", "2", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["sent"] == 24 and summary["replies"] == {"ok": 24} and summary["timeouts"] == 0
+    assert summary["round_trip_ms"]["p50"] > 0
+    jpeg = run_cli("publish", "--endpoint", agent.pull, "--jpeg", "--count", "5", "--fps", "50", "--json")
+    assert jpeg.returncode == 0 and json.loads(jpeg.stdout)["sent"] == 5
+
+
+def test_publish_from_an_image_folder(start_agent: Any, tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (320, 200), (i * 80, 10, 200)).save(tmp_path / f"{i}.png")
+    agent = start_agent()
+    r = run_cli("publish", "--endpoint", agent.listen, "--mode", "req", "--input", str(tmp_path), "--count", "4",
+                "--fps", "50", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["replies"] == {"ok": 4}  # resized to the 224x224 the agent expects
+
+
+def test_cpu_plan_keeps_a_cpu_for_sockets_from_three_up() -> None:
+    assert split_cpus((0,)) == ((0,), (0,))
+    assert split_cpus((0, 1)) == ((0, 1), (0, 1))  # 2 CPUs: share, inference needs both
+    assert split_cpus((2, 5, 7)) == ((5, 7), (2,))
+    assert split_cpus(tuple(range(16))) == (tuple(range(1, 16)), (0,))
