@@ -139,11 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--rounds", type=int, default=10)
     lat.add_argument("--per-round", type=int, default=50)
     lat.add_argument("--json", type=Path, help="write results as JSON here")
+    from edgeagent.bench.dispatch import add_parser as add_dispatch
     from edgeagent.bench.sla import add_parser as add_sla
     from edgeagent.bench.soak import add_parser as add_soak
 
     add_sla(bsub)
     add_soak(bsub)
+    add_dispatch(bsub)
     return p
 
 
@@ -195,6 +197,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.tools import status
 
         return status(args)
+    if args.command == "bench" and args.bench_command == "dispatch":
+        from edgeagent.bench.dispatch import main as bench_dispatch
+
+        return bench_dispatch(args)
     if args.command == "bench" and args.bench_command == "soak":
         from edgeagent.bench.soak import main as bench_soak
 
