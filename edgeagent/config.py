@@ -228,27 +228,16 @@ def _coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise TypeError
-    if tp is int:
-        if isinstance(value, bool):
+    if tp in (int, float):
+        if isinstance(value, bool):  # TOML true is not 1
             raise TypeError
-        if isinstance(value, int):
-            return value
         if isinstance(value, str):
             try:
-                return int(value, 0)
+                return int(value, 0) if tp is int else float(value)
             except ValueError as exc:
                 raise TypeError from exc
-        raise TypeError
-    if tp is float:
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError as exc:
-                raise TypeError from exc
+        if isinstance(value, int) or (tp is float and isinstance(value, float)):
+            return tp(value)
         raise TypeError
     if tp is str:
         if isinstance(value, str):

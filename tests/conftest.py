@@ -87,6 +87,18 @@ class AgentProcess:
 
         return scrape(self.metrics_url)
 
+    def wait_received(self, sent: dict[str, int], timeout_s: float = 15.0) -> None:
+        """Until the agent counts every sent frame as received and none is still inside it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            per: dict[str, list[float]] = {}
+            for (s, outcome, _r), n in self.frames().items():
+                row = per.setdefault(s, [0.0, 0.0])
+                row[0 if outcome == "received" else 1] += n
+            if all(per.get(s, [0.0, 0.0]) == [float(n), float(n)] for s, n in sent.items()):
+                return
+            time.sleep(0.2)
+
     def frames(self) -> dict[tuple[str, str, str], float]:
         """(source, outcome, reason) → count, from the real metrics endpoint."""
         import urllib.request

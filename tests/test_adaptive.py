@@ -81,14 +81,8 @@ def wait_level(agent: AgentProcess, pred: Any, timeout_s: float) -> float:
 
 def settle_and_check(agent: AgentProcess, load: Load) -> None:
     """After the load: every frame accounted for, none processed twice."""
-    deadline = time.monotonic() + 15
     sent = load.sent()
-    while time.monotonic() < deadline:
-        frames = agent.frames()
-        if all(frames.get((s, "received", ""), 0) == n for s, n in sent.items()):
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
+    agent.wait_received(sent)
     per = accounting_holds(agent)
     for s, n in sent.items():
         assert per[s]["received"] == n

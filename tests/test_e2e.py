@@ -129,13 +129,7 @@ def test_several_sources_freshness_and_exact_accounting(start_agent: Any) -> Non
     finally:
         for p in pubs:
             p.close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # wait until every sent frame is accounted for
-        per = agent.frames()
-        if all(per.get((s, "received", ""), 0) == n for s, n in sent.items()):
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
+    agent.wait_received(sent)
     per_source = accounting_holds(agent)
     for s, n in sent.items():
         assert per_source[s]["received"] == n  # nothing lost in transit
