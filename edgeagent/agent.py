@@ -26,7 +26,7 @@ from edgeagent import config as config_mod
 from edgeagent.accounting import Accounting
 from edgeagent.config import Config, ModelConfig
 from edgeagent.engine import Compiled, CpuPlan, Engine
-from edgeagent.errors import EdgeAgentError
+from edgeagent.errors import EdgeAgentError, ModelError
 from edgeagent.logs import q
 from edgeagent.metrics import Metrics
 from edgeagent.pipeline import Pipeline
@@ -63,6 +63,8 @@ class Agent:
         self._level_requests: collections.deque[int] = collections.deque()
         self._failed_levels: collections.deque[int] = collections.deque()
         self._switches_seen = 0
+        self._pending_model: ModelConfig | None = None
+        self._model_stamp = _stamp(cfg.model)
         self._proc = psutil.Process()
         self.last_interference = 0.0
         self._compiled: dict[tuple[int, int], Compiled] = {}  # (streams, batch) → compiled model
@@ -115,8 +117,8 @@ class Agent:
         self.pipeline.bind()
         if self.metrics is not None:
             self.metrics_address = self.metrics.serve(cfg.metrics.listen)
+        eps = self.pipeline.endpoints()  # before start: afterwards only the I/O thread touches sockets
         self.pipeline.start(self.cpus.io if self.cpus.io != self.cpus.inference else None)
-        eps = self.pipeline.endpoints()
         log.info("event=listening %s metrics=%s", " ".join(f"{k}={q(','.join(v))}" for k, v in eps.items()),
                  q(f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics"
                    if self.metrics_address else "off"))  # fmt: skip
@@ -215,6 +217,10 @@ class Agent:
         # decide() assumes the window ran at state.level: skip windows while a switch is pending and
         # the one window a switch straddled (it mixes two levels).
         if self.tuner_state.level != self.pipeline.level_index:
+            idle = not self._level_requests and not (self._compile_thread and self._compile_thread.is_alive())
+            if idle and not self.pipeline.switch_pending():
+                # Nothing will bring the level the controller asked for (a reload won): follow reality.
+                self.tuner_state = dataclasses.replace(self.tuner_state, level=self.pipeline.level_index)
             return
         if self.pipeline.switch_count != self._switches_seen:
             self._switches_seen = self.pipeline.switch_count
@@ -230,30 +236,44 @@ class Agent:
             self._level_requests.append(decision.to_level)
 
     def _apply_level_requests(self) -> None:
-        """Main thread: compile the newest requested level off the hot path, then hand it over."""
-        if not self._level_requests or (self._compile_thread and self._compile_thread.is_alive()):
+        """Main thread: compile the newest requested level (or a reloaded model) off the hot path."""
+        if self._compile_thread and self._compile_thread.is_alive():
+            return
+        assert self.pipeline is not None
+        if self._pending_model is not None:
+            model_cfg, self._pending_model = self._pending_model, None
+            self._compile_in_background(self.pipeline.level_index, model_cfg)
+            return
+        if not self._level_requests:
             return
         target = self._level_requests.pop()
         self._level_requests.clear()
-        assert self.pipeline is not None
         if target != self.pipeline.level_index:
             self._compile_in_background(target)
 
     def _compile_in_background(self, target: int, model_cfg: ModelConfig | None = None) -> None:
         def work() -> None:
-            try:
-                if model_cfg is not None:
-                    self.engine.cfg = model_cfg
-                    self._compiled = {}
-                compiled = self._compile(self.ladder[target])
-            except EdgeAgentError as exc:
-                # The running model keeps serving: a failed compile is logged, never fatal, and the
-                # controller is told (on its own thread, at the next window) to stay off that level.
-                log.error("event=compile_failed level=%d error=%s", target, q(exc))
-                self._failed_levels.append(target)
-                return
             assert self.pipeline is not None
+            try:
+                if model_cfg is None:
+                    compiled = self._compile(self.ladder[target])
+                else:
+                    # The new model is compiled beside the running one; nothing changes unless it works.
+                    compiled = self.engine.compile(self.ladder[target], model_cfg)
+                    frame_bytes = compiled.info.frame_hw[0] * compiled.info.frame_hw[1] * 3
+                    if frame_bytes > self.pipeline.max_message_bytes - self.cfg.ingest.max_header_bytes:
+                        raise ModelError(f"frames of {compiled.info.frame_hw[1]}x{compiled.info.frame_hw[0]} exceed "
+                                         "the message size limit set at start: restart the agent for them")  # fmt: skip
+            except Exception as exc:
+                log.error("event=compile_failed level=%d reload=%s error=%s", target, model_cfg is not None, q(exc))
+                if model_cfg is None:  # the controller keeps off that level (told on its own thread)
+                    self._failed_levels.append(target)
+                return
             if model_cfg is not None:
+                self.engine.cfg = model_cfg
+                self._compiled = {(compiled.level.streams, compiled.level.batch): compiled}
+                self.cfg = dataclasses.replace(self.cfg, model=model_cfg)
+                self._model_stamp = _stamp(model_cfg)
                 log.info("event=model_reloaded path=%s frame=%dx%d compile_s=%.3f", q(compiled.info.path),
                          compiled.info.frame_hw[1], compiled.info.frame_hw[0], compiled.compile_s)  # fmt: skip
             self.pipeline.switch_to(compiled, target)
@@ -285,15 +305,13 @@ class Agent:
             log.error("event=reload_failed error=%s", q(exc))
         else:
             changed = [f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(self.cfg, f.name)]
-            model_changed = new.model != self.cfg.model
-            self.cfg = dataclasses.replace(self.cfg, sla=new.sla, model=new.model)
+            # The same path with new content (a model file replaced in place) is a change too.
+            model_changed = new.model != self.cfg.model or _stamp(new.model) != self._model_stamp
+            self.cfg = dataclasses.replace(self.cfg, sla=new.sla)
             if self.pipeline is not None:
                 self.pipeline.cfg = dataclasses.replace(self.pipeline.cfg, sla=new.sla)
                 if model_changed:
-                    # Wait for a running compile to finish: one compile at a time, the reload last.
-                    if self._compile_thread is not None:
-                        self._compile_thread.join()
-                    self._compile_in_background(self.pipeline.level_index, new.model)
+                    self._pending_model = new.model  # compiled by the main loop when no compile runs
             ignored = [c for c in changed if c not in ("sla", "model")]
             log.info("event=reloaded sla_p99_ms=%g adaptive=%s model_changed=%s needs_restart=%s", new.sla.p99_ms,
                      new.sla.adaptive, model_changed, q(",".join(ignored) or "-"))  # fmt: skip
@@ -332,6 +350,15 @@ class Agent:
 
 def _cpus(cpus: tuple[int, ...]) -> str:
     return ",".join(map(str, cpus))
+
+
+def _stamp(cfg: ModelConfig) -> tuple[float, int] | None:
+    """The model file's mtime and size (None for the built-in model or a missing file)."""
+    try:
+        st = Path(cfg.path).stat() if cfg.path else None
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size) if st else None
 
 
 def _shape(reason: str) -> str:

@@ -229,7 +229,11 @@ def _run(cfg: Any, config_path: Path | None, overrides: dict[str, Any]) -> int:
         os._exit(EXIT_CRASH)
     finally:
         t0 = time.monotonic()
-        agent.shutdown()
+        try:
+            agent.shutdown()
+        except ForcedExit:  # the second signal came while draining
+            log.warning("event=forced_exit")
+            os._exit(EXIT_CRASH)
         log.info("event=exit shutdown_s=%.3f", time.monotonic() - t0)
     return EXIT_OK
 

@@ -8,6 +8,7 @@ the value and what was expected. Nothing here exits the process.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -82,8 +83,10 @@ class IngestConfig:
             raise ValueError(("max_header_bytes", self.max_header_bytes, "64 .. 1048576"))
         if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
             raise ValueError(("max_message_bytes", self.max_message_bytes, "0 (derived) or an integer >= 1024"))
-        if self.rcvhwm < 1:
-            raise ValueError(("rcvhwm", self.rcvhwm, "an integer >= 1"))
+        if not 1 <= self.rcvhwm <= 1_000_000:
+            raise ValueError(("rcvhwm", self.rcvhwm, "an integer in 1 .. 1000000"))
+        if self.max_sources > 100_000 or self.max_message_bytes > 2**31 - 1:
+            raise ValueError(("max_sources", self.max_sources, "max_sources <= 100000, max_message_bytes < 2 GiB"))
 
 
 @dataclass(frozen=True)
@@ -233,12 +236,13 @@ def _coerce(value: Any, tp: Any) -> Any:
             raise TypeError
         if isinstance(value, str):
             try:
-                return int(value, 0) if tp is int else float(value)
+                value = int(value, 0) if tp is int else float(value)
             except ValueError as exc:
                 raise TypeError from exc
-        if isinstance(value, int) or (tp is float and isinstance(value, float)):
-            return tp(value)
-        raise TypeError
+        number = value if isinstance(value, int) or (tp is float and isinstance(value, float)) else None
+        if number is None or not math.isfinite(number):  # nan and inf are never a sensible setting
+            raise TypeError
+        return tp(number)
     if tp is str:
         if isinstance(value, str):
             return value
@@ -306,15 +310,16 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
     """
     tree: dict[str, Any] = read_file(path) if path is not None else {}
     where = str(path) if path is not None else "defaults"
-    cfg = build(tree, where)
-    if overrides:
-        merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in tree.items() if isinstance(v, Mapping)}
-        for dotted, value in overrides.items():
-            section, _, key = dotted.partition(".")
-            merged.setdefault(section, {})[key] = value
-        # Re-validate everything together: an override may make a file value impossible and vice versa.
-        cfg = build(merged, f"{where} + command line" if path is not None else "command line")
-    return cfg
+    if not overrides:
+        return build(tree, where)
+    # File and flags are validated together, once: a flag may fix a file value and vice versa.
+    merged: dict[str, Any] = {k: dict(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        table = merged.setdefault(section, {})
+        if isinstance(table, dict):  # a non-table section is reported by build() below
+            table[key] = value
+    return build(merged, f"{where} + command line" if path is not None else "command line")
 
 
 def replace(cfg: Config, **sections: Any) -> Config:

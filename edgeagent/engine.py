@@ -22,7 +22,7 @@ import openvino as ov
 import psutil
 
 from edgeagent.config import ModelConfig
-from edgeagent.errors import ModelError
+from edgeagent.errors import ConfigError, ModelError
 from edgeagent.logs import q
 from edgeagent.models import ModelInfo, cache_root, prepare, read_model
 from edgeagent.tuner import ExecLevel
@@ -48,7 +48,7 @@ class CpuPlan:
         cpus = tuple(sorted(set(requested))) if requested else allowed
         missing = sorted(set(cpus) - set(allowed))
         if missing:
-            raise ModelError(f"--cpus {list(cpus)}: CPUs {missing} are not available to this process {list(allowed)}")
+            raise ConfigError(f"--cpus {list(cpus)}: CPUs {missing} are not available to this process {list(allowed)}")
         inference, io = split_cpus(cpus)
         return CpuPlan(cpus, inference, io)
 
@@ -131,7 +131,10 @@ class Engine:
     # ----------------------------------------------------------------- any thread
     def device_limits(self) -> DeviceLimits:
         dev = self.cfg.device
-        lo_hi = self.core.get_property(dev, "RANGE_FOR_STREAMS")
+        try:
+            lo_hi = self.core.get_property(dev, "RANGE_FOR_STREAMS")
+        except RuntimeError as exc:
+            raise ModelError(f"device {dev!r} is not available: {str(exc).splitlines()[0][:160]}") from None
         max_streams = min(int(lo_hi[1]), len(self.cpus.inference))
         try:
             opt = int(self.core.get_property(dev, "OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
@@ -158,35 +161,37 @@ class Engine:
             log.warning("event=throughput_probe_failed error=%s fallback_streams=%d", q(exc), max(1, n // 2))
             return max(1, n // 2)
 
-    def compile(self, level: ExecLevel) -> Compiled:
-        """Read, pre-process and compile the model for ``level``; raises ModelError. Thread-safe."""
+    def compile(self, level: ExecLevel, model_cfg: ModelConfig | None = None) -> Compiled:
+        """Read, pre-process and compile the model (``model_cfg``, default the engine's) for ``level``;
+        raises ModelError. Thread-safe."""
         t0 = time.perf_counter()
+        cfg = model_cfg or self.cfg
         with self._compile_lock:
-            model, path = read_model(self.core, self.cfg)
-            model, info = prepare(model, path, self.cfg, batch=level.batch)
+            model, path = read_model(self.core, cfg)
+            model, info = prepare(model, path, cfg, batch=level.batch)
             props: dict[str, Any] = {
                 "PERFORMANCE_HINT": "LATENCY" if level.streams == 1 else "THROUGHPUT",
                 "NUM_STREAMS": level.streams,
                 "INFERENCE_NUM_THREADS": len(self.cpus.inference),
                 "ENABLE_CPU_PINNING": True,
             }
-            if self.cfg.device != "CPU":
+            if cfg.device != "CPU":
                 props = {"PERFORMANCE_HINT": props["PERFORMANCE_HINT"]}
-            if self.cfg.precision:
-                props["INFERENCE_PRECISION_HINT"] = _PRECISION[self.cfg.precision]
+            if cfg.precision:
+                props["INFERENCE_PRECISION_HINT"] = _PRECISION[cfg.precision]
             # OpenVINO sizes and pins its thread pool from the compiling thread's affinity.
             saved = os.sched_getaffinity(0)
             try:
                 self.cpus.pin_current_thread(self.cpus.inference)
-                compiled = self.core.compile_model(model, self.cfg.device, props)
+                compiled = self.core.compile_model(model, cfg.device, props)
             except RuntimeError as exc:
                 first = next((ln for ln in str(exc).splitlines() if ln.strip()), "")
-                raise ModelError(f"cannot compile {path} for {self.cfg.device} at {level.describe()}: {first[:200]}") \
+                raise ModelError(f"cannot compile {path} for {cfg.device} at {level.describe()}: {first[:200]}") \
                     from None  # fmt: skip
             finally:
                 os.sched_setaffinity(0, saved)
-        streams = int(compiled.get_property("NUM_STREAMS")) if self.cfg.device == "CPU" else level.streams
-        threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if self.cfg.device == "CPU" else 0
+        streams = int(compiled.get_property("NUM_STREAMS")) if cfg.device == "CPU" else level.streams
+        threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if cfg.device == "CPU" else 0
         prec = compiled.get_property("INFERENCE_PRECISION_HINT")
         precision = prec.get_type_name() if hasattr(prec, "get_type_name") else str(prec)
         return Compiled(compiled, level, info, time.perf_counter() - t0, streams, threads, precision)
@@ -223,7 +228,7 @@ class Engine:
         message for raw frames). Larger batches are stacked into one contiguous array (one copy).
         """
         assert self.active is not None
-        job = self.idle.pop()
+        job = self.idle[-1]
         batch = self.active.level.batch
         if batch == 1:
             data = frames[0].image[None]
@@ -235,24 +240,41 @@ class Engine:
         # InferRequest + set_callback, not AsyncInferQueue: on this class of CPU the queue's dict
         # dispatch and callback path cost ~0.3 ms per frame more at p50 (see README, bench notes).
         req.set_input_tensor(ov.Tensor(data, shared_memory=True))
-        self._jobs[job] = (frames, time.monotonic_ns())
-        req.start_async()
+        submit_ns = time.monotonic_ns()
+        req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
+        self.idle.pop()
+        self._jobs[job] = (frames, submit_ns)
 
     def complete(self, job: int) -> Completion:
         """Owner thread, after ``on_done(job)``: collect the outputs (copied: the request is reused)
         and return the request to the idle pool."""
         req = self.requests[job]
-        req.wait()  # returns at once: the job is done; makes sure its callback has returned too
         frames, submit_ns = self._jobs.pop(job)
         done_ns = time.monotonic_ns()
         try:
+            req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
             completion = Completion(frames, _split(tensors, len(frames), self.batch), submit_ns, done_ns,
                                     float(req.latency))  # fmt: skip
         except (RuntimeError, ValueError, IndexError) as exc:
             completion = Completion(frames, [], submit_ns, done_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
-        self.idle.append(job)
+        finally:
+            self.idle.append(job)
         return completion
+
+    def failed_jobs(self) -> list[Completion]:
+        """Jobs whose inference failed. OpenVINO does not call the Python callback for a failed
+        request, so the owner thread polls started jobs (``wait_for(0)`` re-raises the failure) and
+        gets error completions for them; the requests return to the idle pool."""
+        failed = []
+        for job in list(self._jobs):
+            try:
+                self.requests[job].wait_for(0)
+            except RuntimeError as exc:
+                frames, submit_ns = self._jobs.pop(job)
+                self.idle.append(job)
+                failed.append(Completion(frames, [], submit_ns, time.monotonic_ns(), 0.0, error=str(exc)[:200]))
+        return failed
 
     def input_pointer(self, job: int = 0) -> int:
         """Address of a request's input tensor data (the zero-copy test reads it)."""

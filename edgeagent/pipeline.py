@@ -183,19 +183,23 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the I/O thread
     def run(self, io_cpus: tuple[int, ...] | None = None) -> None:
-        if io_cpus:
-            os.sched_setaffinity(0, io_cpus)
-        self.engine.activate(self._initial, self._on_done)
-        poller = zmq.Poller()
-        for s, _ in self.ingest:
-            poller.register(s, zmq.POLLIN)
-        poller.register(self._wake_fd, zmq.POLLIN)
         try:
+            if io_cpus:
+                os.sched_setaffinity(0, io_cpus)
+            self.engine.activate(self._initial, self._on_done)
+            poller = zmq.Poller()
+            for s, _ in self.ingest:
+                poller.register(s, zmq.POLLIN)
+            poller.register(self._wake_fd, zmq.POLLIN)
+            next_check = 0.0
             while not self._stop.is_set():
                 events = dict(poller.poll(self._poll_timeout_ms()))
                 if self._wake_fd in events:
                     _drain_eventfd(self._wake_fd)
                 self._handle_completions()
+                if self.in_flight and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + TICK_MS / 1000
+                    self._completions_done(self.engine.failed_jobs())
                 self._handle_switch()
                 for s, kind in self.ingest:
                     if s in events:
@@ -218,30 +222,39 @@ class Pipeline:
             if kind == "router":
                 parts, envelope = _split_envelope(parts)
             try:
-                frame = parse_frame(parts, self.limits, rx_ns)
+                fresh_slot = self._accept(parts, envelope, sock, rx_ns, stopping)
             except BadFrame as bad:
                 self._reject(bad, envelope, sock)
-                continue
-            frame.envelope = envelope
-            frame.reply_sock = sock if envelope is not None else None
-            label = self.accounting.label(frame.source)
-            if label == OVERFLOW_SOURCE:
-                self._reject(BadFrame("sources", f"more than {self.cfg.ingest.max_sources} sources",
-                                      frame.source), envelope, sock)  # fmt: skip
-                continue
-            if frame.seq < 0:
-                frame.seq = self._seq.get(frame.source, -1) + 1
-            self._seq[frame.source] = frame.seq
-            self.accounting.received(label)
-            if stopping:
-                self._drop(frame, "shutdown")
-                continue
-            old = self._slots.get(frame.source)
-            self._slots[frame.source] = frame
-            if old is not None:
-                self._drop(old, "stale")
-            elif self.engine.idle:
-                self._pump()  # an idle request: start at once, before reading the next message
+            except Exception as exc:
+                log.exception("event=ingest_failed")
+                self._reject(BadFrame("internal", f"{type(exc).__name__} while handling the message"),
+                             envelope, sock)  # fmt: skip
+            else:
+                if fresh_slot and self.engine.idle:
+                    self._pump()  # an idle request: start at once, before reading the next message
+
+    def _accept(self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int,
+                stopping: bool) -> bool:  # fmt: skip
+        """One received message: parse (raises BadFrame), count, and put it in its source's slot.
+        True when it filled an empty slot (worth starting a job at once)."""
+        frame = parse_frame(parts, self.limits, rx_ns)
+        frame.envelope = envelope
+        frame.reply_sock = sock if envelope is not None else None
+        label = self.accounting.label(frame.source)
+        if label == OVERFLOW_SOURCE:
+            raise BadFrame("sources", f"more than {self.cfg.ingest.max_sources} sources", frame.source)
+        if frame.seq < 0:
+            frame.seq = self._seq.get(frame.source, -1) + 1
+        self._seq[frame.source] = frame.seq
+        self.accounting.received(label)
+        if stopping:
+            self._drop(frame, "shutdown")
+            return False
+        old = self._slots.get(frame.source)
+        self._slots[frame.source] = frame
+        if old is not None:
+            self._drop(old, "stale")
+        return old is None
 
     def _reply(self, frame_envelope: list[Any] | None, body: bytes, sock: zmq.Socket[Any] | None) -> None:
         """Answer a REQ/DEALER peer on the ROUTER its request came in on (there may be several)."""
@@ -277,7 +290,7 @@ class Pipeline:
         return int(min(ms, 0.25 * self.cfg.sla.p99_ms) * 1e6)
 
     def _poll_timeout_ms(self) -> int:
-        if self.engine.batch > 1 and self._slots and self.engine.idle:
+        if self.engine.batch > 1 and self._slots and self.engine.idle and self._pending_activation is None:
             oldest = min(f.rx_ns for f in self._slots.values())
             left_ns = oldest + self._batch_wait_ns() - time.monotonic_ns()
             return max(0, min(TICK_MS, left_ns // 1_000_000 + 1))
@@ -303,14 +316,23 @@ class Pipeline:
                 else:
                     frames.append(frame)
             if frames:
-                self.engine.submit(frames)
+                try:
+                    self.engine.submit(frames)
+                except RuntimeError as exc:  # OpenVINO refused the job: answer and count, keep going
+                    self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
+                    for f in frames:
+                        self._drop(f, "error")
+                    continue
                 self.in_flight += 1
                 if not self.engine.idle:
                     self._busy_since_ns = now
 
     def _handle_completions(self) -> None:
         while self._completions:
-            c = self.engine.complete(self._completions.popleft())
+            self._completions_done([self.engine.complete(self._completions.popleft())])
+
+    def _completions_done(self, completions: list[Completion]) -> None:
+        for c in completions:
             if self._busy_since_ns is not None:
                 self._busy_ns += time.monotonic_ns() - self._busy_since_ns
                 self._busy_since_ns = None
@@ -323,7 +345,11 @@ class Pipeline:
                     self._drop(f, "error")
                 continue
             for frame, outputs in zip(c.frames, c.outputs):
-                self._publish(frame, outputs, c)
+                try:
+                    self._publish(frame, outputs, c)
+                except Exception:
+                    log.exception("event=publish_failed source=%s seq=%d", q(frame.source), frame.seq)
+                    self._drop(frame, "error")
 
     def _publish(self, frame: Frame, outputs: list[np.ndarray], c: Completion) -> None:
         active = self.engine.active
@@ -442,12 +468,12 @@ class Pipeline:
                 s.close(linger=500 if kind == "router" else 0)
         if self.pub is not None and not self.pub.closed:
             self.pub.close(linger=500)
-        try:
-            os.close(self._wake_fd)
-        except OSError:
-            pass
+        # The eventfd stays open: a late OpenVINO callback or switch_to may still write to it.
 
     # ------------------------------------------------------------------ read-only views
+    def switch_pending(self) -> bool:
+        return bool(self._switches) or self._pending_activation is not None
+
     def pending(self) -> int:
         return len(self._slots)
 

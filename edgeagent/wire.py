@@ -43,6 +43,7 @@ REJECT_REASONS = (
     "jpeg",  # undecodable JPEG
     "oversize",  # declared or actual payload beyond the frame limit
     "sources",  # more distinct sources than ingest.max_sources
+    "internal",  # the agent failed on this message (a bug: logged with its traceback, never fatal)
 )
 # The fixed set of reasons a valid frame is dropped instead of processed.
 DROP_REASONS = (
@@ -99,7 +100,8 @@ def _decode_header(part: Any, limits: FrameLimits) -> dict[str, Any]:
         raise BadFrame("header_size", f"header is {raw.nbytes} bytes, limit {limits.max_header_bytes}")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nesting bombs
+    # ValueError covers JSONDecodeError and integers beyond Python's digit limit; RecursionError: nesting bombs.
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadFrame("json", f"header is not UTF-8 JSON ({exc.__class__.__name__})") from None
     if not isinstance(header, dict):
         raise BadFrame("json", f"header is JSON {type(header).__name__}, expected an object")
@@ -178,11 +180,11 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
             raise BadFrame("keys", f"native protocol version {header['v']!r} is not supported (1)")
         source = _source_of(header, "source")
         seq = header.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise BadFrame("keys", "'seq' must be a non-negative integer", source)
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**63:
+            raise BadFrame("keys", "'seq' must be an integer in [0, 2**63)", source)
         t_send = header.get("t_send_ns")
-        if t_send is not None and (not isinstance(t_send, int) or isinstance(t_send, bool)):
-            raise BadFrame("keys", "'t_send_ns' must be an integer", source)
+        if t_send is not None and (not isinstance(t_send, int) or isinstance(t_send, bool) or not 0 <= t_send < 2**63):
+            raise BadFrame("keys", "'t_send_ns' must be an integer in [0, 2**63) (time.time_ns())", source)
         encoding = header.get("encoding", "raw")
         if encoding == "raw":
             image = _raw_image(header, payload, limits, source)

@@ -103,3 +103,15 @@ def test_config_check_and_example(tmp_path: Path) -> None:
     bad = write(tmp_path, "[engine]\nmax_batch = 3\n")
     r = run_cli("config", "check", str(bad))
     assert r.returncode == EXIT_CONFIG and "engine.max_batch" in r.stderr
+
+
+def test_non_finite_and_out_of_range_numbers_are_rejected() -> None:
+    for key, value in (("ingest.max_frame_age_ms", "nan"), ("engine.batch_wait_ms", "inf"), ("sla.p99_ms", "nan"),
+                       ("ingest.rcvhwm", 2**40)):  # fmt: skip
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            config.load(None, {key: value})
+
+
+def test_a_flag_can_fix_a_file_value(tmp_path: Path) -> None:
+    p = write(tmp_path, "[sla]\np99_ms = -5\n")
+    assert config.load(p, {"sla.p99_ms": 20.0}).sla.p99_ms == 20.0

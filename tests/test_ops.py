@@ -187,6 +187,21 @@ def test_sighup_changes_sla_and_model(start_agent: Any, tmp_path: Path) -> None:
     agent.proc.send_signal(signal.SIGHUP)
     agent.wait_for("event=reload_failed")
     assert pub.send(big)["status"] == "ok"  # type: ignore[index]
+    # So does a model that cannot be read: the running one keeps serving, and a later good reload works.
+    cfg.write_text(f"[model]\npath = '{tmp_path / 'missing.onnx'}'\nframe_size = [320, 240]\n")
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_for("event=compile_failed")
+    assert pub.send(big)["status"] == "ok"  # type: ignore[index]
+    cfg.write_text("[model]\nframe_size = [160, 120]\n")
+    agent.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    reply: Any = None
+    while time.monotonic() < deadline:
+        reply = pub.send(np.zeros((120, 160, 3), np.uint8))
+        if reply["status"] == "ok":
+            break
+        time.sleep(0.2)
+    assert reply is not None and reply["status"] == "ok"
     pub.close()
 
 

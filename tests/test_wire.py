@@ -92,6 +92,8 @@ GOOD = IMG.tobytes()
         ([hdr(v=1, source="c", seq=-1, dtype="uint8", shape=[48, 64, 3]), GOOD], "keys"),
         ([hdr(v=1, source="c", seq=0, encoding="png"), GOOD], "keys"),
         ([hdr(v=1, source="c", seq=0, t_send_ns="now", dtype="uint8", shape=[48, 64, 3]), GOOD], "keys"),
+        ([hdr(v=1, source="c", seq=0, t_send_ns=10**400, dtype="uint8", shape=[48, 64, 3]), GOOD], "keys"),
+        ([hdr(v=1, source="c", seq=2**70, dtype="uint8", shape=[48, 64, 3]), GOOD], "keys"),
     ],
 )
 def test_rejections_name_the_reason(parts: list[bytes], reason: str) -> None:
