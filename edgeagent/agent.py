@@ -168,14 +168,19 @@ class Agent:
     def shutdown(self) -> None:
         """Drain and close everything (idempotent); bounded to about 5 s."""
         self.notifier.notify("STOPPING=1")
+        joined = True
         if self.pipeline is not None:
             self.pipeline.request_stop()
-            if not self.pipeline.join(5.0):
+            joined = self.pipeline.join(5.0)
+            if not joined:
                 log.error("event=shutdown_timeout thread=io")
         if self.metrics is not None:
             self.metrics.stop()
         if self.guard is not None:
             self.guard.stop()
+        if joined:
+            # Terminating the context is what makes the ROUTER/PUB linger deliver the last replies.
+            zmq.Context.instance().destroy(linger=500)
         if self.pipeline is not None:
             totals = Accounting.totals(self.accounting.snapshot())
             log.info("event=stopped %s", " ".join(f"{k}={v}" for k, v in totals.items()))
