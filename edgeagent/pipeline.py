@@ -393,7 +393,15 @@ class Pipeline:
         self.accounting.processed(self.accounting.label(frame.source))
         self._win_lat.append(total_ms)
         if self.on_latency is not None:
-            self.on_latency(LatencySample(frame.source, total_ms, queue_ms, c.infer_ms))
+            self._hook(self.on_latency, LatencySample(frame.source, total_ms, queue_ms, c.infer_ms))
+
+    def _hook(self, fn: Callable[[Any], None], arg: Any) -> None:
+        """Metrics and controller hooks: a failure there is logged, never costs a frame or the thread."""
+        try:
+            fn(arg)
+        except Exception:
+            if self.rate.allow(f"hook:{getattr(fn, '__name__', 'hook')}") is not None:
+                log.exception("event=hook_failed hook=%s", getattr(fn, "__name__", "hook"))
 
     def _handle_switch(self) -> None:
         if self._switches and self._pending_activation is None:
@@ -440,7 +448,7 @@ class Pipeline:
                 "goodput_fps=%.1f busy=%.2f met=%s", self.level_index, ws.frames, ws.dropped, ws.p50_ms, ws.p95_ms,
                 ws.p99_ms, ws.max_ms, ws.goodput_fps, ws.busy_fraction, ws.met(sla.p99_ms))  # fmt: skip
         if self.on_window is not None:
-            self.on_window(ws)
+            self._hook(self.on_window, ws)
 
     def _shutdown(self, poller: zmq.Poller) -> None:
         """Stop taking frames, finish in-flight jobs, answer everyone, publish what completed."""
