@@ -39,7 +39,6 @@ from edgeagent.tuner import (
     TunerState,
     WindowStats,
     decide,
-    derive_ladder,
     level_failed,
 )
 
@@ -87,10 +86,7 @@ class Agent:
         self.cpus = CpuPlan.make(cfg.engine.cpus)
         self.cpus.apply_process()
         self.engine = Engine(cfg.model, self.cpus)
-        limits = self.engine.device_limits()
-        self.ladder = derive_ladder(len(self.cpus.inference), limits.max_streams, limits.throughput_streams,
-                                    limits.optimal_requests, cfg.engine.max_batch,
-                                    allow_batch=cfg.engine.max_batch > 1)  # fmt: skip
+        self.ladder = self.engine.ladder(cfg.engine.max_batch)
         level = min(cfg.engine.level, len(self.ladder) - 1)
         self.tuner_state = TunerState(level=level)
         compiled = self._compile(self.ladder[level])

@@ -322,11 +322,6 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Confi
     return build(merged, f"{where} + command line" if path is not None else "command line")
 
 
-def replace(cfg: Config, **sections: Any) -> Config:
-    """A copy of ``cfg`` with whole sections replaced (tests and the reload path use it)."""
-    return dataclasses.replace(cfg, **sections)
-
-
 def to_dict(cfg: Config) -> dict[str, Any]:
     """The config as plain nested data (for ``config check`` output and the status command)."""
     return dataclasses.asdict(cfg)

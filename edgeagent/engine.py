@@ -25,7 +25,7 @@ from edgeagent.config import ModelConfig
 from edgeagent.errors import ConfigError, ModelError
 from edgeagent.logs import q
 from edgeagent.models import ModelInfo, cache_root, prepare, read_model
-from edgeagent.tuner import ExecLevel
+from edgeagent.tuner import ExecLevel, derive_ladder
 from edgeagent.wire import Frame
 
 log = logging.getLogger("edgeagent.engine")
@@ -141,6 +141,12 @@ class Engine:
         except RuntimeError:
             opt = 1
         return DeviceLimits(max(1, max_streams), max(1, min(self._throughput_streams(), max_streams)), max(1, opt))
+
+    def ladder(self, max_batch: int) -> list[ExecLevel]:
+        """The execution ladder for this device, CPU set and model (see tuner.derive_ladder)."""
+        lim = self.device_limits()
+        return derive_ladder(len(self.cpus.inference), lim.max_streams, lim.throughput_streams,
+                             lim.optimal_requests, max_batch, allow_batch=max_batch > 1)  # fmt: skip
 
     def _throughput_streams(self) -> int:
         """What the THROUGHPUT hint really chooses for this model on this CPU set: compile it once with
@@ -279,11 +285,6 @@ class Engine:
     def input_pointer(self, job: int = 0) -> int:
         """Address of a request's input tensor data (the zero-copy test reads it)."""
         return int(self.requests[job].get_input_tensor().data.ctypes.data)
-
-    def drain(self) -> None:
-        """Block until every started job has completed."""
-        for req in getattr(self, "requests", []):
-            req.wait()
 
 
 def _split(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np.ndarray]]:

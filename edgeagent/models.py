@@ -7,7 +7,6 @@ which is faster than numpy and lets the received ZeroMQ buffer be the input tens
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -132,9 +131,6 @@ class ModelInfo:
     @property
     def model_hw(self) -> tuple[int, int]:
         return self.model_shape[2], self.model_shape[3]
-
-    def fingerprint(self) -> str:
-        return hashlib.sha1(repr(self).encode()).hexdigest()[:12]
 
 
 def read_model(core: ov.Core, cfg: ModelConfig) -> tuple[ov.Model, str]:

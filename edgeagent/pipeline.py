@@ -91,7 +91,6 @@ class Pipeline:
         self._initial = compiled
         self.rate = RateLimiter(cfg.log.rate_limit_s)
         # Progress and window state (read by other threads as plain ints/floats: GIL-atomic).
-        self.completed_jobs = 0
         self.last_progress_s = time.monotonic()
         self.last_window: WindowStats | None = None
         self.switch_count = 0
@@ -337,11 +336,10 @@ class Pipeline:
                 self._busy_ns += time.monotonic_ns() - self._busy_since_ns
                 self._busy_since_ns = None
             self.in_flight -= 1
-            self.completed_jobs += 1
             self.last_progress_s = time.monotonic()
             if c.error is not None:
+                self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
                 for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
-                    self._warn("infer_error", f"event=inference_failed error={q(c.error)}")
                     self._drop(f, "error")
                 continue
             for frame, outputs in zip(c.frames, c.outputs):
@@ -481,9 +479,6 @@ class Pipeline:
     # ------------------------------------------------------------------ read-only views
     def switch_pending(self) -> bool:
         return bool(self._switches) or self._pending_activation is not None
-
-    def pending(self) -> int:
-        return len(self._slots)
 
 
 def _split_envelope(parts: list[Any]) -> tuple[list[Any], list[Any]]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeagent.errors import EXIT_OK, EXIT_UNAVAILABLE, ConfigError
+from edgeagent.tuner import nearest_rank
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -31,11 +32,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[max(0, min(len(s) - 1, math.ceil(q / 100 * len(s)) - 1))]
+    """Nearest-rank percentile (q in 0..100) of unsorted values; NaN for none (see tuner.nearest_rank)."""
+    return nearest_rank(sorted(values), q)
 
 
 # ------------------------------------------------------------------------------------------ info

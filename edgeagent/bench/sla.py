@@ -33,15 +33,12 @@ HOG_CODE = "import sys,time\nend=time.time()+float(sys.argv[1])\nwhile time.time
 
 
 def _ladder(args: argparse.Namespace) -> list[str]:
-    from edgeagent.config import ModelConfig
+    from edgeagent.config import ModelConfig, _coerce
     from edgeagent.engine import CpuPlan, Engine
-    from edgeagent.tuner import derive_ladder
 
-    eng = Engine(ModelConfig(path=args.model), CpuPlan.make(None))
-    lim = eng.device_limits()
-    ladder = derive_ladder(len(eng.cpus.inference), lim.max_streams, lim.throughput_streams, lim.optimal_requests,
-                           args.max_batch, allow_batch=args.max_batch > 1)  # fmt: skip
-    return [lv.describe() for lv in ladder]
+    shape = _coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None
+    engine = Engine(ModelConfig(path=args.model, input_shape=shape), CpuPlan.make(None))
+    return [lv.describe() for lv in engine.ladder(args.max_batch)]
 
 
 def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: float = 1.0) -> dict[str, Any]:
