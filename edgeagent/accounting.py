@@ -23,8 +23,12 @@ class SourceCounts:
     rejected: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"received": self.received, "processed": self.processed,
-                "dropped": dict(self.dropped), "rejected": dict(self.rejected)}  # fmt: skip
+        return {
+            "received": self.received,
+            "processed": self.processed,
+            "dropped": dict(self.dropped),
+            "rejected": dict(self.rejected),
+        }
 
 
 class Accounting:

@@ -51,8 +51,13 @@ class ForcedExit(EdgeAgentError):
 
 
 class Agent:
-    def __init__(self, cfg: Config, config_path: Path | None = None, overrides: dict[str, Any] | None = None,
-                 notifier: Notifier | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: Config,
+        config_path: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.cfg = cfg
         self.config_path = config_path
         self.overrides = overrides or {}
@@ -91,33 +96,66 @@ class Agent:
         self.tuner_state = TunerState(level=level)
         compiled = self._compile(self.ladder[level])
         info = compiled.info
-        log.info("event=model_ready path=%s name=%s input=%s model_shape=%s frame=%dx%d rgb=%s mean=%s scale=%s "
-                 "outputs=%s compile_s=%.3f cache=%s", q(info.path), q(info.name), q(info.input_name),
-                 "x".join(map(str, info.model_shape)), info.frame_hw[1], info.frame_hw[0], info.rgb,
-                 q(info.mean), q(info.scale), q([f"{n}:{t}:{list(s)}" for n, t, s in info.outputs]),
-                 compiled.compile_s, q(self.engine.cache_dir or "off"))  # fmt: skip
-        log.info("event=exec_config level=%d hint=LATENCY streams=%d requests=%d batch=%d threads=%d precision=%s "
-                 "pinning=on cpus=%s inference_cpus=%s io_cpus=%s", level, compiled.streams,
-                 compiled.level.requests, compiled.level.batch, compiled.threads, compiled.precision,
-                 _cpus(self.cpus.all), _cpus(self.cpus.inference), _cpus(self.cpus.io))  # fmt: skip
-        log.info("event=ladder adaptive=%s sla_p99_ms=%g levels=%s", cfg.sla.adaptive, cfg.sla.p99_ms,
-                 q(" | ".join(f"{i}:{lv.describe()}" for i, lv in enumerate(self.ladder))))  # fmt: skip
+        log.info(
+            "event=model_ready path=%s name=%s input=%s model_shape=%s frame=%dx%d rgb=%s mean=%s scale=%s "
+            "outputs=%s compile_s=%.3f cache=%s",
+            q(info.path),
+            q(info.name),
+            q(info.input_name),
+            "x".join(map(str, info.model_shape)),
+            info.frame_hw[1],
+            info.frame_hw[0],
+            info.rgb,
+            q(info.mean),
+            q(info.scale),
+            q([f"{n}:{t}:{list(s)}" for n, t, s in info.outputs]),
+            compiled.compile_s,
+            q(self.engine.cache_dir or "off"),
+        )
+        log.info(
+            "event=exec_config level=%d hint=LATENCY streams=%d requests=%d batch=%d threads=%d precision=%s "
+            "pinning=on cpus=%s inference_cpus=%s io_cpus=%s",
+            level,
+            compiled.streams,
+            compiled.level.requests,
+            compiled.level.batch,
+            compiled.threads,
+            compiled.precision,
+            _cpus(self.cpus.all),
+            _cpus(self.cpus.inference),
+            _cpus(self.cpus.io),
+        )
+        log.info(
+            "event=ladder adaptive=%s sla_p99_ms=%g levels=%s",
+            cfg.sla.adaptive,
+            cfg.sla.p99_ms,
+            q(" | ".join(f"{i}:{lv.describe()}" for i, lv in enumerate(self.ladder))),
+        )
         self.accounting = Accounting(cfg.ingest.max_sources)
         if cfg.metrics.listen:
             self.metrics = Metrics(cfg.sla.p99_ms, self.state)
         self.guard = Guard(zmq.Context.instance(), cfg.security)
         log.info("event=security %s", self.guard.describe())
-        self.pipeline = Pipeline(cfg, self.engine, compiled, level, self.accounting, on_window=self._on_window,
-                                 on_latency=self.metrics.observe if self.metrics else None,
-                                 guard=self.guard)  # fmt: skip
+        self.pipeline = Pipeline(
+            cfg,
+            self.engine,
+            compiled,
+            level,
+            self.accounting,
+            on_window=self._on_window,
+            on_latency=self.metrics.observe if self.metrics else None,
+            guard=self.guard,
+        )
         self.pipeline.bind()
         if self.metrics is not None:
             self.metrics_address = self.metrics.serve(cfg.metrics.listen)
         eps = self.pipeline.endpoints()  # before start: afterwards only the I/O thread touches sockets
         self.pipeline.start(self.cpus.io if self.cpus.io != self.cpus.inference else None)
-        log.info("event=listening %s metrics=%s", " ".join(f"{k}={q(','.join(v))}" for k, v in eps.items()),
-                 q(f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics"
-                   if self.metrics_address else "off"))  # fmt: skip
+        log.info(
+            "event=listening %s metrics=%s",
+            " ".join(f"{k}={q(','.join(v))}" for k, v in eps.items()),
+            q(f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics" if self.metrics_address else "off"),
+        )
         self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
 
     def install_signal_handlers(self) -> None:
@@ -209,12 +247,17 @@ class Agent:
             self.windows_violating += 1
         if not self.cfg.sla.adaptive:
             return
-        policy = SLAPolicy(p99_ms=self.cfg.sla.p99_ms, window_s=self.cfg.sla.window_s,
-                           min_frames=self.cfg.sla.min_frames, headroom=self.cfg.sla.headroom)  # fmt: skip
+        policy = SLAPolicy(
+            p99_ms=self.cfg.sla.p99_ms,
+            window_s=self.cfg.sla.window_s,
+            min_frames=self.cfg.sla.min_frames,
+            headroom=self.cfg.sla.headroom,
+        )
         assert self.pipeline is not None
         while self._failed_levels:
-            self.tuner_state = level_failed(self.tuner_state, self._failed_levels.popleft(),
-                                            self.pipeline.level_index, policy)  # fmt: skip
+            self.tuner_state = level_failed(
+                self.tuner_state, self._failed_levels.popleft(), self.pipeline.level_index, policy
+            )
         # decide() assumes the window ran at state.level: skip windows while a switch is pending and
         # the one window a switch straddled (it mixes two levels).
         if self.tuner_state.level != self.pipeline.level_index:
@@ -230,9 +273,15 @@ class Agent:
         previous, self.last_decision = self.last_decision, decision
         # Every change is logged; a hold only when its reason changes (not once per window).
         if decision.action != "hold" or previous is None or _shape(previous.reason) != _shape(decision.reason):
-            log.info("event=tuner_decision action=%s from=%d to=%d p99_ms=%.2f interference=%.2f reason=%s",
-                     decision.action, decision.from_level, decision.to_level, ws.p99_ms, ws.interference,
-                     q(decision.reason))  # fmt: skip
+            log.info(
+                "event=tuner_decision action=%s from=%d to=%d p99_ms=%.2f interference=%.2f reason=%s",
+                decision.action,
+                decision.from_level,
+                decision.to_level,
+                ws.p99_ms,
+                ws.interference,
+                q(decision.reason),
+            )
         if decision.action != "hold":
             self._level_requests.append(decision.to_level)
 
@@ -263,8 +312,10 @@ class Agent:
                     compiled = self.engine.compile(self.ladder[target], model_cfg)
                     frame_bytes = compiled.info.frame_hw[0] * compiled.info.frame_hw[1] * 3
                     if frame_bytes > self.pipeline.max_message_bytes - self.cfg.ingest.max_header_bytes:
-                        raise ModelError(f"frames of {compiled.info.frame_hw[1]}x{compiled.info.frame_hw[0]} exceed "
-                                         "the message size limit set at start: restart the agent for them")  # fmt: skip
+                        raise ModelError(
+                            f"frames of {compiled.info.frame_hw[1]}x{compiled.info.frame_hw[0]} exceed "
+                            "the message size limit set at start: restart the agent for them"
+                        )
             except Exception as exc:
                 log.error("event=compile_failed level=%d reload=%s error=%s", target, model_cfg is not None, q(exc))
                 if model_cfg is None:  # the controller keeps off that level (told on its own thread)
@@ -275,8 +326,13 @@ class Agent:
                 self._compiled = {(compiled.level.streams, compiled.level.batch): compiled}
                 self.cfg = dataclasses.replace(self.cfg, model=model_cfg)
                 self._model_stamp = _stamp(model_cfg)
-                log.info("event=model_reloaded path=%s frame=%dx%d compile_s=%.3f", q(compiled.info.path),
-                         compiled.info.frame_hw[1], compiled.info.frame_hw[0], compiled.compile_s)  # fmt: skip
+                log.info(
+                    "event=model_reloaded path=%s frame=%dx%d compile_s=%.3f",
+                    q(compiled.info.path),
+                    compiled.info.frame_hw[1],
+                    compiled.info.frame_hw[0],
+                    compiled.compile_s,
+                )
             self.pipeline.switch_to(compiled, target)
 
         self._compile_thread = threading.Thread(target=work, name="edgeagent-compile", daemon=True)
@@ -314,8 +370,13 @@ class Agent:
                 if model_changed:
                     self._pending_model = new.model  # compiled by the main loop when no compile runs
             ignored = [c for c in changed if c not in ("sla", "model")]
-            log.info("event=reloaded sla_p99_ms=%g adaptive=%s model_changed=%s needs_restart=%s", new.sla.p99_ms,
-                     new.sla.adaptive, model_changed, q(",".join(ignored) or "-"))  # fmt: skip
+            log.info(
+                "event=reloaded sla_p99_ms=%g adaptive=%s model_changed=%s needs_restart=%s",
+                new.sla.p99_ms,
+                new.sla.adaptive,
+                model_changed,
+                q(",".join(ignored) or "-"),
+            )
         self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
 
     # ------------------------------------------------------------------ state

@@ -256,15 +256,11 @@ def _build_section(cls: type[Any], values: Mapping[str, Any], where: str, sectio
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
-            raise ConfigError(
-                f"{where}: unknown key '{section}.{key}'; expected one of: {', '.join(sorted(known))}"
-            )
+            raise ConfigError(f"{where}: unknown key '{section}.{key}'; expected one of: {', '.join(sorted(known))}")
         try:
             kwargs[key] = _coerce(value, hints[key])
         except TypeError:
-            raise ConfigError(
-                f"{where}: key '{section}.{key}' = {value!r}: expected {_describe(hints[key])}"
-            ) from None
+            raise ConfigError(f"{where}: key '{section}.{key}' = {value!r}: expected {_describe(hints[key])}") from None
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:
@@ -327,7 +323,7 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-EXAMPLE = '''\
+EXAMPLE = """\
 # edgeagent configuration (TOML). Every key is optional; the values shown are the defaults.
 # Validate with:  edgeagent config check /etc/edgeagent/agent.toml
 
@@ -385,4 +381,4 @@ allow_ips = []                            # plain peers allowed, e.g. ["10.0.0.2
 level = "info"
 format = "kv"                             # "kv" (key=value) or "json"
 rate_limit_s = 5.0
-'''
+"""

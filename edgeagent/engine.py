@@ -79,8 +79,13 @@ class Compiled:
     precision: str
 
     def describe(self) -> dict[str, Any]:
-        return {"streams": self.streams, "requests": self.level.requests, "batch": self.level.batch,
-                "threads": self.threads, "precision": self.precision}  # fmt: skip
+        return {
+            "streams": self.streams,
+            "requests": self.level.requests,
+            "batch": self.level.batch,
+            "threads": self.threads,
+            "precision": self.precision,
+        }
 
 
 @dataclass
@@ -145,8 +150,14 @@ class Engine:
     def ladder(self, max_batch: int) -> list[ExecLevel]:
         """The execution ladder for this device, CPU set and model (see tuner.derive_ladder)."""
         lim = self.device_limits()
-        return derive_ladder(len(self.cpus.inference), lim.max_streams, lim.throughput_streams,
-                             lim.optimal_requests, max_batch, allow_batch=max_batch > 1)  # fmt: skip
+        return derive_ladder(
+            len(self.cpus.inference),
+            lim.max_streams,
+            lim.throughput_streams,
+            lim.optimal_requests,
+            max_batch,
+            allow_batch=max_batch > 1,
+        )
 
     def _throughput_streams(self) -> int:
         """What the THROUGHPUT hint really chooses for this model on this CPU set: compile it once with
@@ -192,8 +203,9 @@ class Engine:
                 compiled = self.core.compile_model(model, cfg.device, props)
             except RuntimeError as exc:
                 first = next((ln for ln in str(exc).splitlines() if ln.strip()), "")
-                raise ModelError(f"cannot compile {path} for {cfg.device} at {level.describe()}: {first[:200]}") \
-                    from None  # fmt: skip
+                raise ModelError(
+                    f"cannot compile {path} for {cfg.device} at {level.describe()}: {first[:200]}"
+                ) from None
             finally:
                 os.sched_setaffinity(0, saved)
         streams = int(compiled.get_property("NUM_STREAMS")) if cfg.device == "CPU" else level.streams
@@ -260,8 +272,9 @@ class Engine:
         try:
             req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
-            completion = Completion(frames, _split(tensors, len(frames), self.batch), submit_ns, done_ns,
-                                    float(req.latency))  # fmt: skip
+            completion = Completion(
+                frames, _split(tensors, len(frames), self.batch), submit_ns, done_ns, float(req.latency)
+            )
         except (RuntimeError, ValueError, IndexError) as exc:
             completion = Completion(frames, [], submit_ns, done_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
         finally:
@@ -292,5 +305,7 @@ def _split(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np
     outputs without one (scalars, batch-reduced tensors) are given whole to every frame."""
     if batch == 1:
         return [[np.array(t) for t in tensors]]
-    return [[np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t) for t in tensors]
-            for i in range(n_frames)]  # fmt: skip
+    return [
+        [np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t) for t in tensors]
+        for i in range(n_frames)
+    ]

@@ -18,9 +18,11 @@ import time
 class _KVFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} " \
-            f"{record.getMessage()}" + (f" exc={json.dumps(self.formatException(record.exc_info))}"
-                                        if record.exc_info else "")  # fmt: skip
+        return (
+            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} "
+            f"{record.getMessage()}"
+            + (f" exc={json.dumps(self.formatException(record.exc_info))}" if record.exc_info else "")
+        )
 
 
 class _JSONFormatter(logging.Formatter):

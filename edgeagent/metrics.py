@@ -35,9 +35,11 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         st = self._state()
-        frames = CounterMetricFamily("edgeagent_frames", "Frames by source and outcome "
-                                     "(received = processed + dropped + rejected + in the agent)",
-                                     labels=["source", "outcome", "reason"])  # fmt: skip
+        frames = CounterMetricFamily(
+            "edgeagent_frames",
+            "Frames by source and outcome (received = processed + dropped + rejected + in the agent)",
+            labels=["source", "outcome", "reason"],
+        )
         for source, c in st["accounting"].items():
             frames.add_metric([source, "received", ""], c["received"])
             frames.add_metric([source, "processed", ""], c["processed"])
@@ -47,43 +49,60 @@ class _StateCollector(Collector):
                 frames.add_metric([source, "rejected", reason], n)
         yield frames
         win = st.get("window")
-        g = GaugeMetricFamily("edgeagent_window_latency_seconds", "Last control window's end-to-end "
-                              "latency percentiles", labels=["quantile"])  # fmt: skip
+        g = GaugeMetricFamily(
+            "edgeagent_window_latency_seconds",
+            "Last control window's end-to-end latency percentiles",
+            labels=["quantile"],
+        )
         gp = GaugeMetricFamily("edgeagent_window_goodput_fps", "Last window's in-SLA frames per second")
         if win is not None:
-            for qn, v in (("0.5", win["p50_ms"]), ("0.95", win["p95_ms"]), ("0.99", win["p99_ms"]),
-                          ("1", win["max_ms"])):  # fmt: skip
+            for qn, v in (
+                ("0.5", win["p50_ms"]),
+                ("0.95", win["p95_ms"]),
+                ("0.99", win["p99_ms"]),
+                ("1", win["max_ms"]),
+            ):
                 g.add_metric([qn], v / 1000 if v is not None and not math.isnan(v) else math.nan)
             gp.add_metric([], win["goodput_fps"])
         yield g
         yield gp
         yield CounterMetricFamily("edgeagent_windows", "Control windows", value=st["windows"])
-        yield CounterMetricFamily("edgeagent_sla_violating_windows", "Windows whose p99 broke the SLA",
-                                  value=st["windows_violating"])  # fmt: skip
+        yield CounterMetricFamily(
+            "edgeagent_sla_violating_windows", "Windows whose p99 broke the SLA", value=st["windows_violating"]
+        )
         yield GaugeMetricFamily("edgeagent_sla_p99_seconds", "The latency SLA (p99)", value=st["sla_p99_ms"] / 1000)
         lvl = st["exec"]
         yield GaugeMetricFamily("edgeagent_level", "Current execution level (0 = LATENCY)", value=st["level"])
         for key in ("streams", "requests", "batch", "threads"):
             yield GaugeMetricFamily(f"edgeagent_exec_{key}", f"Current execution setting: {key}", value=lvl[key])
-        yield GaugeMetricFamily("edgeagent_in_flight_jobs", "Inference jobs started and not completed",
-                                value=st["in_flight"])  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgeagent_in_flight_jobs", "Inference jobs started and not completed", value=st["in_flight"]
+        )
         yield CounterMetricFamily("edgeagent_level_switches", "Execution level switches", value=st["switches"])
-        yield GaugeMetricFamily("edgeagent_host_interference_ratio", "Share of the CPUs used by other processes "
-                                "in the last window (a hog, throttling, steal)", value=st["interference"])  # fmt: skip
-        yield CounterMetricFamily("edgeagent_auth_refused", "Peers refused by ZAP (CURVE key or IP not allowed)",
-                                  value=st["auth_refused"])  # fmt: skip
-        yield GaugeMetricFamily("edgeagent_last_switch_seconds", "Duration of the last level switch "
-                                "(drain + swap)", value=st["last_switch_s"])  # fmt: skip
-        yield GaugeMetricFamily("edgeagent_last_compile_seconds", "Duration of the last model compile",
-                                value=st["last_compile_s"])  # fmt: skip
+        yield GaugeMetricFamily(
+            "edgeagent_host_interference_ratio",
+            "Share of the CPUs used by other processes in the last window (a hog, throttling, steal)",
+            value=st["interference"],
+        )
+        yield CounterMetricFamily(
+            "edgeagent_auth_refused", "Peers refused by ZAP (CURVE key or IP not allowed)", value=st["auth_refused"]
+        )
+        yield GaugeMetricFamily(
+            "edgeagent_last_switch_seconds",
+            "Duration of the last level switch (drain + swap)",
+            value=st["last_switch_s"],
+        )
+        yield GaugeMetricFamily(
+            "edgeagent_last_compile_seconds", "Duration of the last model compile", value=st["last_compile_s"]
+        )
         with self._proc.oneshot():
-            yield GaugeMetricFamily("edgeagent_process_resident_memory_bytes", "Agent RSS",
-                                    value=self._proc.memory_info().rss)  # fmt: skip
+            yield GaugeMetricFamily(
+                "edgeagent_process_resident_memory_bytes", "Agent RSS", value=self._proc.memory_info().rss
+            )
             t = self._proc.cpu_times()
             yield CounterMetricFamily("edgeagent_process_cpu_seconds", "Agent CPU time", value=t.user + t.system)
         steal = getattr(psutil.cpu_times(), "steal", 0.0)
-        yield CounterMetricFamily("edgeagent_host_cpu_steal_seconds", "Host CPU steal time (all CPUs)",
-                                  value=steal)  # fmt: skip
+        yield CounterMetricFamily("edgeagent_host_cpu_steal_seconds", "Host CPU steal time (all CPUs)", value=steal)
 
 
 class Metrics:
@@ -92,12 +111,21 @@ class Metrics:
     def __init__(self, sla_ms: float, state: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry()
         buckets = latency_buckets_s(sla_ms)
-        self.e2e = Histogram("edgeagent_latency_seconds", "End-to-end latency inside the agent "
-                             "(socket in to result out)", registry=self.registry, buckets=buckets)  # fmt: skip
-        self.queue = Histogram("edgeagent_queue_latency_seconds", "Receipt to inference start",
-                               registry=self.registry, buckets=buckets)  # fmt: skip
-        self.infer = Histogram("edgeagent_inference_latency_seconds", "Inference (OpenVINO request latency)",
-                               registry=self.registry, buckets=buckets)  # fmt: skip
+        self.e2e = Histogram(
+            "edgeagent_latency_seconds",
+            "End-to-end latency inside the agent (socket in to result out)",
+            registry=self.registry,
+            buckets=buckets,
+        )
+        self.queue = Histogram(
+            "edgeagent_queue_latency_seconds", "Receipt to inference start", registry=self.registry, buckets=buckets
+        )
+        self.infer = Histogram(
+            "edgeagent_inference_latency_seconds",
+            "Inference (OpenVINO request latency)",
+            registry=self.registry,
+            buckets=buckets,
+        )
         self.registry.register(_StateCollector(state))
         self._server: Any = None
         self._thread: threading.Thread | None = None

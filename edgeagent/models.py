@@ -29,8 +29,15 @@ BUILTIN_NAME = "edgeagent-builtin-mobilenetv2"
 BUILTIN_VERSION = 1
 BUILTIN_SEED = 20261124
 # MobileNetV2's (expansion t, channels c, repeats n, stride s) table, from the paper.
-_MOBILENETV2_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                       (6, 160, 3, 2), (6, 320, 1, 1))  # fmt: skip
+_MOBILENETV2_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 # The built-in model's own pre-processing, in the same rt_info slot any IR may carry.
 _BUILTIN_PREPROCESS = {"rgb": True, "mean": [127.5, 127.5, 127.5], "scale": [127.5, 127.5, 127.5]}
 RT_INFO_KEY = "edgeagent_preprocess"
@@ -234,10 +241,13 @@ def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tup
     except RuntimeError as exc:
         raise ModelError(f"{path}: cannot add pre-processing: {str(exc)[:200]}") from None
     outputs = tuple(
-        (o.any_name if o.get_names() else f"output{i}", o.get_element_type().get_type_name(),
-         tuple(d.get_length() if d.is_static else -1 for d in o.get_partial_shape()))
+        (
+            o.any_name if o.get_names() else f"output{i}",
+            o.get_element_type().get_type_name(),
+            tuple(d.get_length() if d.is_static else -1 for d in o.get_partial_shape()),
+        )
         for i, o in enumerate(built.outputs)
-    )  # fmt: skip
+    )
     info = ModelInfo(
         path=path,
         name=built.get_friendly_name(),

@@ -74,7 +74,8 @@ class Pipeline:
         # so no error reply can be sent: it must stay well above anything that deserves a named error.
         # 8x the largest acceptable frame: a float64 frame of the right shape still gets "dtype".
         self.max_message_bytes = cfg.ingest.max_message_bytes or (
-            8 * self.limits.max_payload_bytes + cfg.ingest.max_header_bytes)
+            8 * self.limits.max_payload_bytes + cfg.ingest.max_header_bytes
+        )
         self.ctx: zmq.Context[Any] = zmq.Context.instance()
         self.ingest: list[tuple[zmq.Socket[Any], str]] = []  # (socket, kind: router/sub/pull)
         self.pub: zmq.Socket[Any] | None = None
@@ -226,14 +227,14 @@ class Pipeline:
                 self._reject(bad, envelope, sock)
             except Exception as exc:
                 log.exception("event=ingest_failed")
-                self._reject(BadFrame("internal", f"{type(exc).__name__} while handling the message"),
-                             envelope, sock)  # fmt: skip
+                self._reject(BadFrame("internal", f"{type(exc).__name__} while handling the message"), envelope, sock)
             else:
                 if fresh_slot and self.engine.idle:
                     self._pump()  # an idle request: start at once, before reading the next message
 
-    def _accept(self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int,
-                stopping: bool) -> bool:  # fmt: skip
+    def _accept(
+        self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int, stopping: bool
+    ) -> bool:
         """One received message: parse (raises BadFrame), count, and put it in its source's slot.
         True when it filled an empty slot (worth starting a job at once)."""
         frame = parse_frame(parts, self.limits, rx_ns)
@@ -269,9 +270,11 @@ class Pipeline:
     def _reject(self, bad: BadFrame, envelope: list[Any] | None, sock: zmq.Socket[Any]) -> None:
         label = self.accounting.label(bad.source)
         self.accounting.rejected(label, bad.reason)
-        self._warn(f"reject:{bad.reason}:{label}",
-                   f"event=frame_rejected source={q(bad.source or '-')} reason={bad.reason} detail={q(bad.detail)}")
-        self._reply(envelope, error_reply(bad.reason, bad.detail, bad.source), sock)  # fmt: skip
+        self._warn(
+            f"reject:{bad.reason}:{label}",
+            f"event=frame_rejected source={q(bad.source or '-')} reason={bad.reason} detail={q(bad.detail)}",
+        )
+        self._reply(envelope, error_reply(bad.reason, bad.detail, bad.source), sock)
 
     def _drop(self, frame: Frame, reason: str) -> None:
         self.accounting.dropped(self.accounting.label(frame.source), reason)
@@ -362,12 +365,13 @@ class Pipeline:
             "seq": frame.seq,
             "rx_ns": frame.rx_ns,
             "pub_ns": now_ns,
-            "latency_ms": {"queue": round(queue_ms, 3), "inference": round(c.infer_ms, 3),
-                           "total": round(total_ms, 3)},
+            "latency_ms": {"queue": round(queue_ms, 3), "inference": round(c.infer_ms, 3), "total": round(total_ms, 3)},
             "exec": {"level": self.level_index, **active.describe()},
-            "outputs": [{"name": n, "dtype": str(o.dtype), "shape": list(o.shape)}
-                        for (n, _t, _s), o in zip(active.info.outputs, outputs)],
-        }  # fmt: skip
+            "outputs": [
+                {"name": n, "dtype": str(o.dtype), "shape": list(o.shape)}
+                for (n, _t, _s), o in zip(active.info.outputs, outputs)
+            ],
+        }
         if frame.sent_wall_ns is not None:
             header["age_ms"] = round((time.time_ns() - frame.sent_wall_ns) / 1e6, 3)
         if self.cfg.results.postprocess == "topk" and outputs:
@@ -419,9 +423,13 @@ class Pipeline:
             self.level_index = index
             self.switch_count += 1
             self.last_switch_s = (time.monotonic_ns() - asked_ns) / 1e9
-            log.info("event=level_switched level=%d %s switch_ms=%.2f from=%s", index,
-                     " ".join(f"{k}={v}" for k, v in compiled.describe().items()), self.last_switch_s * 1e3,
-                     q(old.level.describe() if old else "-"))  # fmt: skip
+            log.info(
+                "event=level_switched level=%d %s switch_ms=%.2f from=%s",
+                index,
+                " ".join(f"{k}={v}" for k, v in compiled.describe().items()),
+                self.last_switch_s * 1e3,
+                q(old.level.describe() if old else "-"),
+            )
 
     def _tick_window(self) -> None:
         now_ns = time.monotonic_ns()
@@ -434,17 +442,29 @@ class Pipeline:
         busy_ns = self._busy_ns + (now_ns - self._busy_since_ns if self._busy_since_ns is not None else 0)
         if self._busy_since_ns is not None:
             self._busy_since_ns = now_ns
-        ws = summarize_window(self._win_lat, self._win_dropped, min(1.0, busy_ns / (dur_s * 1e9)),
-                              now_ns / 1e9, dur_s, sla.p99_ms)  # fmt: skip
+        ws = summarize_window(
+            self._win_lat, self._win_dropped, min(1.0, busy_ns / (dur_s * 1e9)), now_ns / 1e9, dur_s, sla.p99_ms
+        )
         self._win_lat = []
         self._win_dropped = 0
         self._busy_ns = 0
         self._win_start_ns = now_ns
         self.last_window = ws
-        log.log(logging.INFO if not ws.met(sla.p99_ms) else logging.DEBUG,
-                "event=window level=%d frames=%d dropped=%d p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f max_ms=%.2f "
-                "goodput_fps=%.1f busy=%.2f met=%s", self.level_index, ws.frames, ws.dropped, ws.p50_ms, ws.p95_ms,
-                ws.p99_ms, ws.max_ms, ws.goodput_fps, ws.busy_fraction, ws.met(sla.p99_ms))  # fmt: skip
+        log.log(
+            logging.INFO if not ws.met(sla.p99_ms) else logging.DEBUG,
+            "event=window level=%d frames=%d dropped=%d p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f max_ms=%.2f "
+            "goodput_fps=%.1f busy=%.2f met=%s",
+            self.level_index,
+            ws.frames,
+            ws.dropped,
+            ws.p50_ms,
+            ws.p95_ms,
+            ws.p99_ms,
+            ws.max_ms,
+            ws.goodput_fps,
+            ws.busy_fraction,
+            ws.met(sla.p99_ms),
+        )
         if self.on_window is not None:
             self._hook(self.on_window, ws)
 

@@ -36,15 +36,17 @@ class _CountingAuthenticator(ThreadAuthenticator):
         self._lock = threading.Lock()
         self._rate = RateLimiter(5.0)
 
-    def _send_zap_reply(self, request_id: bytes, status_code: bytes, status_text: bytes,
-                        user_id: str = "anonymous") -> None:  # fmt: skip
+    def _send_zap_reply(
+        self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = "anonymous"
+    ) -> None:
         if status_code != b"200":
             with self._lock:
                 self.refused += 1
             suppressed = self._rate.allow("refused")
             if suppressed is not None:
-                log.warning("event=peer_refused reason=%s suppressed=%d", q(status_text.decode(errors="replace")),
-                            suppressed)  # fmt: skip
+                log.warning(
+                    "event=peer_refused reason=%s suppressed=%d", q(status_text.decode(errors="replace")), suppressed
+                )
         super()._send_zap_reply(request_id, status_code, status_text, user_id)
 
 
@@ -61,16 +63,21 @@ class Guard:
             try:
                 self.public, self.secret = zmq.auth.load_certificate(path)
             except (OSError, ValueError) as exc:
-                raise ConfigError(f"security.curve_secret_key = {str(path)!r}: cannot load a CURVE secret "
-                                  f"certificate ({exc}); make one with `edgeagent keys generate`") \
-                    from None  # fmt: skip
+                raise ConfigError(
+                    f"security.curve_secret_key = {str(path)!r}: cannot load a CURVE secret "
+                    f"certificate ({exc}); make one with `edgeagent keys generate`"
+                ) from None
             if self.secret is None:
-                raise ConfigError(f"security.curve_secret_key = {str(path)!r}: this is a public certificate; "
-                                  "give the .key_secret file")  # fmt: skip
+                raise ConfigError(
+                    f"security.curve_secret_key = {str(path)!r}: this is a public certificate; "
+                    "give the .key_secret file"
+                )
             allow = Path(cfg.curve_allow_dir or "")
             if not cfg.curve_allow_dir or not allow.is_dir() or not list(allow.glob("*.key")):
-                raise ConfigError(f"security.curve_allow_dir = {cfg.curve_allow_dir!r}: expected a directory of "
-                                  "allowed client public certificates (*.key)")  # fmt: skip
+                raise ConfigError(
+                    f"security.curve_allow_dir = {cfg.curve_allow_dir!r}: expected a directory of "
+                    "allowed client public certificates (*.key)"
+                )
         if self.secret is not None or cfg.allow_ips:
             self.auth = _CountingAuthenticator(ctx)
             self.auth.start()

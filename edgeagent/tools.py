@@ -21,7 +21,7 @@ from edgeagent.tuner import nearest_rank
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"640x480" → (640, 480); raises ConfigError naming the value."""
+    """ "640x480" → (640, 480); raises ConfigError naming the value."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -55,29 +55,46 @@ def info(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {
         "model": compiled.info.path,
         "name": compiled.info.name,
-        "input": {"name": compiled.info.input_name, "model_shape": list(compiled.info.model_shape),
-                  "frame": {"width": compiled.info.frame_hw[1], "height": compiled.info.frame_hw[0],
-                            "dtype": "uint8", "layout": "HWC", "colour": "BGR"},
-                  "rgb": compiled.info.rgb, "mean": compiled.info.mean, "scale": compiled.info.scale},
+        "input": {
+            "name": compiled.info.input_name,
+            "model_shape": list(compiled.info.model_shape),
+            "frame": {
+                "width": compiled.info.frame_hw[1],
+                "height": compiled.info.frame_hw[0],
+                "dtype": "uint8",
+                "layout": "HWC",
+                "colour": "BGR",
+            },
+            "rgb": compiled.info.rgb,
+            "mean": compiled.info.mean,
+            "scale": compiled.info.scale,
+        },
         "outputs": [{"name": n, "dtype": t, "shape": list(s)} for n, t, s in compiled.info.outputs],
-        "device": {"name": str(core.get_property(cfg.device, "FULL_DEVICE_NAME")),
-                   "range_for_streams": list(core.get_property(cfg.device, "RANGE_FOR_STREAMS")),
-                   "max_streams": limits.max_streams, "throughput_streams": limits.throughput_streams,
-                   "optimal_requests_latency": limits.optimal_requests},
+        "device": {
+            "name": str(core.get_property(cfg.device, "FULL_DEVICE_NAME")),
+            "range_for_streams": list(core.get_property(cfg.device, "RANGE_FOR_STREAMS")),
+            "max_streams": limits.max_streams,
+            "throughput_streams": limits.throughput_streams,
+            "optimal_requests_latency": limits.optimal_requests,
+        },
         "compiled_level0": compiled.describe() | {"compile_s": round(compiled.compile_s, 3)},
-    }  # fmt: skip
+    }
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         i: dict[str, Any] = out["input"]
         print(f"model     {out['model']} ({out['name']})")
-        print(f"input     {i['name']} {i['model_shape']} ← u8 BGR frames {i['frame']['width']}x{i['frame']['height']}"
-              f" (rgb={i['rgb']} mean={i['mean']} scale={i['scale']})")
+        print(
+            f"input     {i['name']} {i['model_shape']} ← u8 BGR frames {i['frame']['width']}x{i['frame']['height']}"
+            f" (rgb={i['rgb']} mean={i['mean']} scale={i['scale']})"
+        )
         for o in out["outputs"]:
             print(f"output    {o['name']} {o['dtype']} {o['shape']}")
         d = out["device"]
-        print(f"device    {d['name']}: streams {d['range_for_streams']}, THROUGHPUT streams {d['throughput_streams']},"
-              f" LATENCY requests {d['optimal_requests_latency']}")
+        print(
+            f"device    {d['name']}: streams {d['range_for_streams']}, THROUGHPUT streams {d['throughput_streams']},"
+            f" LATENCY requests {d['optimal_requests_latency']}"
+        )
         print(f"level 0   {out['compiled_level0']}")
     return EXIT_OK
 
@@ -94,15 +111,17 @@ def _frames_from(args: argparse.Namespace, size: tuple[int, int]) -> Iterator[np
             files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
             if not files:
                 raise ConfigError(f"--input {path}: no .jpg/.png/.bmp images")
-            images = [np.ascontiguousarray(np.asarray(Image.open(p).convert("RGB").resize((w, h)))[..., ::-1])
-                      for p in files]  # fmt: skip
+            images = [
+                np.ascontiguousarray(np.asarray(Image.open(p).convert("RGB").resize((w, h)))[..., ::-1]) for p in files
+            ]
             while True:
                 yield from images
         try:
             import cv2  # optional: video files
         except ImportError:
-            raise ConfigError(f"--input {path}: reading video needs OpenCV (pip install opencv-python-headless)") \
-                from None  # fmt: skip
+            raise ConfigError(
+                f"--input {path}: reading video needs OpenCV (pip install opencv-python-headless)"
+            ) from None
         while True:
             cap = cv2.VideoCapture(str(path))
             ok, img = cap.read()
@@ -128,6 +147,7 @@ def publish(args: argparse.Namespace) -> int:
     lock = threading.Lock()
     summary: dict[str, Any] = {"sent": 0, "replies": Counter(), "timeouts": 0, "latency_ms": []}
     deadline = time.monotonic() + args.duration_s if args.duration_s > 0 else math.inf
+
     def encoder(img: np.ndarray) -> bytes:
         import simplejpeg
 
@@ -136,8 +156,15 @@ def publish(args: argparse.Namespace) -> int:
     def camera(index: int) -> None:
         name = args.source if args.sources == 1 else f"{args.source}-{index}"
         period = 1.0 / args.fps if args.fps > 0 else 0.0
-        pub = Publisher(args.endpoint, name, args.mode, args.fmt, timeout_s=args.timeout_s,
-                        curve_server_key=args.curve_server_key, curve_client_key=args.curve_client_key)
+        pub = Publisher(
+            args.endpoint,
+            name,
+            args.mode,
+            args.fmt,
+            timeout_s=args.timeout_s,
+            curve_server_key=args.curve_server_key,
+            curve_client_key=args.curve_client_key,
+        )
         if args.mode == "pub":
             time.sleep(0.5)  # PUB/SUB: give subscribers time to connect (the slow-joiner problem)
         frames = _frames_from(args, size)
@@ -156,8 +183,9 @@ def publish(args: argparse.Namespace) -> int:
                         if reply is None:
                             summary["timeouts"] += 1
                         else:
-                            status = (reply.get("status", "?") if isinstance(reply, dict)
-                                      else reply.decode(errors="replace"))  # fmt: skip
+                            status = (
+                                reply.get("status", "?") if isinstance(reply, dict) else reply.decode(errors="replace")
+                            )
                             summary["replies"][status] += 1
                             summary["latency_ms"].append(dt_ms)
                 nxt += period
@@ -220,15 +248,21 @@ def status(args: argparse.Namespace) -> int:
     win = st["window"]
     p99 = win.get("0.99", math.nan)
     verdict = "no traffic" if math.isnan(p99) else ("MET" if p99 <= sla else "BROKEN")
-    print(f"SLA       p99 <= {sla:g} ms: {verdict} (last window p50 {win.get('0.5', math.nan):.2f} "
-          f"p95 {win.get('0.95', math.nan):.2f} p99 {p99:.2f} max {win.get('1', math.nan):.2f} ms)")
-    print(f"goodput   {st.get('edgeagent_window_goodput_fps', math.nan):.1f} in-SLA frames/s; "
-          f"windows {int(st.get('edgeagent_windows_total', 0))}, "
-          f"over SLA {int(st.get('edgeagent_sla_violating_windows_total', 0))}")
-    print(f"level     {int(st.get('edgeagent_level', 0))}: streams {int(st.get('edgeagent_exec_streams', 0))}, "
-          f"requests {int(st.get('edgeagent_exec_requests', 0))}, batch {int(st.get('edgeagent_exec_batch', 0))}, "
-          f"threads {int(st.get('edgeagent_exec_threads', 0))}; switches "
-          f"{int(st.get('edgeagent_level_switches_total', 0))}")
+    print(
+        f"SLA       p99 <= {sla:g} ms: {verdict} (last window p50 {win.get('0.5', math.nan):.2f} "
+        f"p95 {win.get('0.95', math.nan):.2f} p99 {p99:.2f} max {win.get('1', math.nan):.2f} ms)"
+    )
+    print(
+        f"goodput   {st.get('edgeagent_window_goodput_fps', math.nan):.1f} in-SLA frames/s; "
+        f"windows {int(st.get('edgeagent_windows_total', 0))}, "
+        f"over SLA {int(st.get('edgeagent_sla_violating_windows_total', 0))}"
+    )
+    print(
+        f"level     {int(st.get('edgeagent_level', 0))}: streams {int(st.get('edgeagent_exec_streams', 0))}, "
+        f"requests {int(st.get('edgeagent_exec_requests', 0))}, batch {int(st.get('edgeagent_exec_batch', 0))}, "
+        f"threads {int(st.get('edgeagent_exec_threads', 0))}; switches "
+        f"{int(st.get('edgeagent_level_switches_total', 0))}"
+    )
     print(f"{'source':<24}{'received':>10}{'processed':>11}  dropped/rejected")
     for src, c in sorted(st["sources"].items()):
         other = ", ".join(f"{k}={v}" for k, v in sorted(c.items()) if ":" in k) or "-"

@@ -73,8 +73,14 @@ def _batch_sizes(max_batch: int) -> list[int]:
     return sizes
 
 
-def derive_ladder(n_cpus: int, max_streams: int, throughput_streams: int, optimal_requests: int,
-                  max_batch: int = 4, allow_batch: bool = True) -> list[ExecLevel]:  # fmt: skip
+def derive_ladder(
+    n_cpus: int,
+    max_streams: int,
+    throughput_streams: int,
+    optimal_requests: int,
+    max_batch: int = 4,
+    allow_batch: bool = True,
+) -> list[ExecLevel]:
     """The ordered levels, from the LATENCY configuration (level 0) to the most throughput.
 
     * level 0: 1 stream, 1 request, batch 1 — what the LATENCY hint itself runs;
@@ -89,8 +95,13 @@ def derive_ladder(n_cpus: int, max_streams: int, throughput_streams: int, optima
     OPTIMAL_NUMBER_OF_INFER_REQUESTS for one stream (1 on a CPU). The result has no duplicates and is
     strictly increasing in (streams x batch, requests). Raises ValueError when an input is below 1.
     """
-    inputs = {"n_cpus": n_cpus, "max_streams": max_streams, "throughput_streams": throughput_streams,
-              "optimal_requests": optimal_requests, "max_batch": max_batch}  # fmt: skip
+    inputs = {
+        "n_cpus": n_cpus,
+        "max_streams": max_streams,
+        "throughput_streams": throughput_streams,
+        "optimal_requests": optimal_requests,
+        "max_batch": max_batch,
+    }
     for name, value in inputs.items():
         if value < 1:
             raise ValueError(f"derive_ladder: {name}={value}, expected an integer >= 1")
@@ -138,12 +149,15 @@ class SLAPolicy:
             ("busy_demand", 0 < self.busy_demand <= 1, "a fraction in (0, 1]"),
             ("idle_windows", self.idle_windows >= 1, "an integer >= 1"),
             ("backoff_base_windows", self.backoff_base_windows >= 1, "an integer >= 1"),
-            ("backoff_max_windows", self.backoff_max_windows >= self.backoff_base_windows,
-             f"an integer >= backoff_base_windows ({self.backoff_base_windows})"),
+            (
+                "backoff_max_windows",
+                self.backoff_max_windows >= self.backoff_base_windows,
+                f"an integer >= backoff_base_windows ({self.backoff_base_windows})",
+            ),
             ("memory_windows", self.memory_windows >= 0, "an integer >= 0 (0: no memory)"),
             ("load_tolerance", 0 <= self.load_tolerance < 1, "a fraction in [0, 1)"),
             ("interference_tolerance", 0 < self.interference_tolerance <= 1, "a fraction in (0, 1]"),
-        ]  # fmt: skip
+        ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"SLAPolicy.{name} = {getattr(self, name)!r}: expected {expected}")
@@ -190,8 +204,14 @@ def nearest_rank(sorted_values: Sequence[float], percent: float) -> float:
     return float(sorted_values[min(max(rank, 1), len(sorted_values)) - 1])
 
 
-def summarize_window(latencies_ms: Sequence[float], dropped: int, busy_fraction: float, t_end_s: float,
-                     duration_s: float, sla_p99_ms: float) -> WindowStats:  # fmt: skip
+def summarize_window(
+    latencies_ms: Sequence[float],
+    dropped: int,
+    busy_fraction: float,
+    t_end_s: float,
+    duration_s: float,
+    sla_p99_ms: float,
+) -> WindowStats:
     """Summarize one window: nearest-rank percentiles (:func:`nearest_rank`), frames within
     ``sla_p99_ms``; ``busy_fraction`` is clamped to 0..1 (clock rounding). Raises ValueError when
     ``duration_s`` <= 0 or ``dropped`` < 0."""
@@ -254,8 +274,11 @@ class Decision:
 
 def backoffs(state: TunerState) -> dict[int, int]:
     """Level -> windows of back-off remaining (for the status command and metrics)."""
-    return {lv: until - state.window_index for lv, until in sorted(state.backoff_until.items())
-            if until > state.window_index}  # fmt: skip
+    return {
+        lv: until - state.window_index
+        for lv, until in sorted(state.backoff_until.items())
+        if until > state.window_index
+    }
 
 
 def level_failed(state: TunerState, level: int, running_level: int, policy: SLAPolicy) -> TunerState:
@@ -269,12 +292,26 @@ def level_failed(state: TunerState, level: int, running_level: int, policy: SLAP
         raise ValueError(f"level_failed: level={level} running_level={running_level}, expected >= 0")
     until = {**state.backoff_until, level: state.window_index + policy.backoff_max_windows}
     counts = {**state.backoff_count, level: state.backoff_count.get(level, 0) + 1}
-    return replace(state, level=running_level, good_streak=0, idle_streak=0, met_streak=0,
-                   backoff_until=until, backoff_count=counts)  # fmt: skip
+    return replace(
+        state,
+        level=running_level,
+        good_streak=0,
+        idle_streak=0,
+        met_streak=0,
+        backoff_until=until,
+        backoff_count=counts,
+    )
 
 
-def _struggled_at(mem: LevelMemory | None, offered_fps: float, now: int, policy: SLAPolicy,
-                  *, failures_only: bool, interference: float = 0.0) -> bool:  # fmt: skip
+def _struggled_at(
+    mem: LevelMemory | None,
+    offered_fps: float,
+    now: int,
+    policy: SLAPolicy,
+    *,
+    failures_only: bool,
+    interference: float = 0.0,
+) -> bool:
     """Whether a level is remembered, recently enough, to have broken the SLA (or, unless
     ``failures_only``, to have been saturated) at a load no higher than ``offered_fps``: then it would
     do so again now. A load clearly below the remembered one is worth a try."""
@@ -287,8 +324,9 @@ def _struggled_at(mem: LevelMemory | None, offered_fps: float, now: int, policy:
     return offered_fps >= (1 - policy.load_tolerance) * mem.offered_fps
 
 
-def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
-           policy: SLAPolicy) -> tuple[TunerState, Decision]:  # fmt: skip
+def decide(
+    state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel], policy: SLAPolicy
+) -> tuple[TunerState, Decision]:
     """One control step for one window measured at ``state.level``; returns the new state and why.
 
     * SLA broken (p99 > ``p99_ms``): one level down at once, and the level that broke goes into
@@ -314,9 +352,14 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
     demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
     memory = {**state.memory, level: LevelMemory(offered_fps, window.p99_ms, met, demand, now, window.interference)}
     # Back-offs over after this window are pruned so that the state stays as small as the ladder.
-    base = replace(state, level=level, window_index=now, memory=memory,
-                   backoff_until={lv: u for lv, u in state.backoff_until.items() if u > now},
-                   last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms)  # fmt: skip
+    base = replace(
+        state,
+        level=level,
+        window_index=now,
+        memory=memory,
+        backoff_until={lv: u for lv, u in state.backoff_until.items() if u > now},
+        last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms,
+    )
 
     def out(new: TunerState, action: Action, to: int, reason: str) -> tuple[TunerState, Decision]:
         if to != level:  # a new level proves itself from scratch
@@ -330,11 +373,17 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
             return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at level 0, the bottom: nothing lower")
         count = state.backoff_count.get(level, 0) + 1
         windows = min(policy.backoff_base_windows * 2 ** min(count - 1, 32), policy.backoff_max_windows)
-        broken = replace(broken, backoff_until={**base.backoff_until, level: now + windows},
-                         backoff_count={**state.backoff_count, level: count})  # fmt: skip
-        return out(broken, "down", level - 1,
-                   f"{p99} > SLA {sla_ms:g} ms: down to level {level - 1}, "
-                   f"level {level} backed off for {windows} windows")  # fmt: skip
+        broken = replace(
+            broken,
+            backoff_until={**base.backoff_until, level: now + windows},
+            backoff_count={**state.backoff_count, level: count},
+        )
+        return out(
+            broken,
+            "down",
+            level - 1,
+            f"{p99} > SLA {sla_ms:g} ms: down to level {level - 1}, level {level} backed off for {windows} windows",
+        )
 
     enough = window.frames >= policy.min_frames
     good = enough and window.p99_ms <= policy.headroom * sla_ms
@@ -344,8 +393,7 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
     counts = dict(state.backoff_count)
     if met_streak >= policy.backoff_max_windows:
         counts.pop(level, None)
-    base = replace(base, good_streak=good_streak, idle_streak=idle_streak, met_streak=met_streak,
-                   backoff_count=counts)  # fmt: skip
+    base = replace(base, good_streak=good_streak, idle_streak=idle_streak, met_streak=met_streak, backoff_count=counts)
     load = f"{offered_fps:.0f} fps offered"
 
     if good_streak >= policy.up_windows:
@@ -354,28 +402,47 @@ def decide(state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel],
             return out(base, "hold", level, f"demand, {p99}, but level {level} is the top level")
         if state.backoff_until.get(nxt, 0) >= now:  # blocked through window backoff_until[nxt]
             until = state.backoff_until[nxt]
-            return out(base, "hold", level, f"demand, {p99}, but level {nxt} is backed off until window {until} "
-                       f"(now {now})")  # fmt: skip
+            return out(
+                base, "hold", level, f"demand, {p99}, but level {nxt} is backed off until window {until} (now {now})"
+            )
         mem = state.memory.get(nxt)
-        if mem is not None and _struggled_at(mem, offered_fps, now, policy, failures_only=True,
-                                             interference=window.interference):
-            return out(base, "hold", level,
-                       f"level {nxt} broke the SLA (p99 {mem.p99_ms:.1f} ms) at {mem.offered_fps:.0f} fps "
-                       f"{now - mem.window_index} windows ago; {load} now")  # fmt: skip
-        return out(base, "up", nxt,
-                   f"demand (dropped {window.dropped}, busy {window.busy_fraction:.0%}) and {p99} <= "
-                   f"{policy.headroom * sla_ms:g} ms for {good_streak} windows: up to level {nxt}")  # fmt: skip
+        if mem is not None and _struggled_at(
+            mem, offered_fps, now, policy, failures_only=True, interference=window.interference
+        ):
+            return out(
+                base,
+                "hold",
+                level,
+                f"level {nxt} broke the SLA (p99 {mem.p99_ms:.1f} ms) at {mem.offered_fps:.0f} fps "
+                f"{now - mem.window_index} windows ago; {load} now",
+            )
+        return out(
+            base,
+            "up",
+            nxt,
+            f"demand (dropped {window.dropped}, busy {window.busy_fraction:.0%}) and {p99} <= "
+            f"{policy.headroom * sla_ms:g} ms for {good_streak} windows: up to level {nxt}",
+        )
 
     if idle_streak >= policy.idle_windows and level > 0:
         below = state.memory.get(level - 1)
-        if below is not None and _struggled_at(below, offered_fps, now, policy, failures_only=False,
-                                               interference=window.interference):
-            return out(base, "hold", level,
-                       f"no demand for {idle_streak} windows, but level {level - 1} was saturated at "
-                       f"{below.offered_fps:.0f} fps {now - below.window_index} windows ago; {load} now")  # fmt: skip
-        return out(base, "down", level - 1,
-                   f"no demand for {idle_streak} windows ({load}, busy {window.busy_fraction:.0%}): "
-                   f"down to level {level - 1} for lower latency")  # fmt: skip
+        if below is not None and _struggled_at(
+            below, offered_fps, now, policy, failures_only=False, interference=window.interference
+        ):
+            return out(
+                base,
+                "hold",
+                level,
+                f"no demand for {idle_streak} windows, but level {level - 1} was saturated at "
+                f"{below.offered_fps:.0f} fps {now - below.window_index} windows ago; {load} now",
+            )
+        return out(
+            base,
+            "down",
+            level - 1,
+            f"no demand for {idle_streak} windows ({load}, busy {window.busy_fraction:.0%}): "
+            f"down to level {level - 1} for lower latency",
+        )
 
     if demand and not enough:
         why = f"only {window.frames} frames (< {policy.min_frames}): not enough evidence to step up"

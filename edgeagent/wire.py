@@ -207,9 +207,7 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
 # Encoding (publishers and the agent's replies)
 
 
-def encode_native(
-    source: str, seq: int, image: np.ndarray | None = None, jpeg: bytes | None = None
-) -> list[Any]:
+def encode_native(source: str, seq: int, image: np.ndarray | None = None, jpeg: bytes | None = None) -> list[Any]:
     """A native v1 frame message. Pass a HxWx3 uint8 ``image`` or an encoded ``jpeg``."""
     header: dict[str, Any] = {"v": NATIVE_VERSION, "source": source, "seq": seq, "t_send_ns": time.time_ns()}
     if jpeg is not None:

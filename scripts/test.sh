@@ -12,5 +12,6 @@ PYTHON="${PYTHON:-python3}"
 # --no-deps: we only need its ONNX files, not its pinned old OpenVINO or OpenCV.
 "$VENV/bin/python" -m pip install -q --no-deps rapidocr-openvino==1.4.4
 "$VENV/bin/ruff" check edgeagent tests
+"$VENV/bin/ruff" format --check edgeagent tests
 "$VENV/bin/mypy" edgeagent
 "$VENV/bin/python" -m pytest -q "$@"

@@ -27,8 +27,14 @@ def free_port() -> int:
 class AgentProcess:
     """``python -m edgeagent run ...`` as a subprocess on loopback ports, its stderr collected."""
 
-    def __init__(self, extra: list[str], cache_dir: Path, env: dict[str, str] | None = None,
-                 listen: bool = True, pull: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        extra: list[str],
+        cache_dir: Path,
+        env: dict[str, str] | None = None,
+        listen: bool = True,
+        pull: bool = True,
+    ) -> None:
         self.listen_port = free_port()
         self.pull_port = free_port()
         self.results_port = free_port()
@@ -37,15 +43,27 @@ class AgentProcess:
         self.pull = f"tcp://127.0.0.1:{self.pull_port}"
         self.results = f"tcp://127.0.0.1:{self.results_port}"
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        cmd = [sys.executable, "-m", "edgeagent", "run",
-               "--listen", self.listen if listen else "", "--pull", self.pull if pull else "",
-               "--results", self.results, "--metrics", f"127.0.0.1:{self.metrics_port}",
-               "--cache-dir", str(cache_dir), *extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgeagent",
+            "run",
+            "--listen",
+            self.listen if listen else "",
+            "--pull",
+            self.pull if pull else "",
+            "--results",
+            self.results,
+            "--metrics",
+            f"127.0.0.1:{self.metrics_port}",
+            "--cache-dir",
+            str(cache_dir),
+            *extra,
+        ]
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env,
-                                     cwd=ROOT)  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, cwd=ROOT)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 

@@ -14,8 +14,9 @@ from .conftest import ROOT
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_info_describes_model_and_device(cache_dir: Path) -> None:
@@ -32,8 +33,22 @@ def test_info_describes_model_and_device(cache_dir: Path) -> None:
 
 def test_publish_req_prints_replies_and_round_trips(start_agent: Any) -> None:
     agent = start_agent()
-    r = run_cli("publish", "--endpoint", agent.listen, "--mode", "req", "--format", "imagezmq", "--count", "12",
-                "--fps", "100", "--sources", "2", "--json")  # fmt: skip
+    r = run_cli(
+        "publish",
+        "--endpoint",
+        agent.listen,
+        "--mode",
+        "req",
+        "--format",
+        "imagezmq",
+        "--count",
+        "12",
+        "--fps",
+        "100",
+        "--sources",
+        "2",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["sent"] == 24 and summary["replies"] == {"ok": 24} and summary["timeouts"] == 0
@@ -48,8 +63,20 @@ def test_publish_from_an_image_folder(start_agent: Any, tmp_path: Path) -> None:
     for i in range(3):
         Image.new("RGB", (320, 200), (i * 80, 10, 200)).save(tmp_path / f"{i}.png")
     agent = start_agent()
-    r = run_cli("publish", "--endpoint", agent.listen, "--mode", "req", "--input", str(tmp_path), "--count", "4",
-                "--fps", "50", "--json")  # fmt: skip
+    r = run_cli(
+        "publish",
+        "--endpoint",
+        agent.listen,
+        "--mode",
+        "req",
+        "--input",
+        str(tmp_path),
+        "--count",
+        "4",
+        "--fps",
+        "50",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["replies"] == {"ok": 4}  # resized to the 224x224 the agent expects
 

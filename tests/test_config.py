@@ -82,15 +82,41 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     r = run_cli("run", "--no-such-flag")
     assert r.returncode == EXIT_USAGE and "unrecognized arguments" in r.stderr
 
-    r = run_cli("run", "--model", str(tmp_path / "missing.onnx"), "--metrics", "", "--listen", "", "--pull", "",
-                "--connect", "tcp://127.0.0.1:1", "--results", "")
+    r = run_cli(
+        "run",
+        "--model",
+        str(tmp_path / "missing.onnx"),
+        "--metrics",
+        "",
+        "--listen",
+        "",
+        "--pull",
+        "",
+        "--connect",
+        "tcp://127.0.0.1:1",
+        "--results",
+        "",
+    )
     assert r.returncode == EXIT_MODEL
     assert "model file not found" in r.stderr and "missing.onnx" in r.stderr
 
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage not a model")
-    r = run_cli("run", "--model", str(corrupt), "--metrics", "", "--listen", "", "--pull", "",
-                "--connect", "tcp://127.0.0.1:1", "--results", "")
+    r = run_cli(
+        "run",
+        "--model",
+        str(corrupt),
+        "--metrics",
+        "",
+        "--listen",
+        "",
+        "--pull",
+        "",
+        "--connect",
+        "tcp://127.0.0.1:1",
+        "--results",
+        "",
+    )
     assert r.returncode == EXIT_MODEL and "cannot read model" in r.stderr
 
 
@@ -106,8 +132,12 @@ def test_config_check_and_example(tmp_path: Path) -> None:
 
 
 def test_non_finite_and_out_of_range_numbers_are_rejected() -> None:
-    for key, value in (("ingest.max_frame_age_ms", "nan"), ("engine.batch_wait_ms", "inf"), ("sla.p99_ms", "nan"),
-                       ("ingest.rcvhwm", 2**40)):  # fmt: skip
+    for key, value in (
+        ("ingest.max_frame_age_ms", "nan"),
+        ("engine.batch_wait_ms", "inf"),
+        ("sla.p99_ms", "nan"),
+        ("ingest.rcvhwm", 2**40),
+    ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             config.load(None, {key: value})
 

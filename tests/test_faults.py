@@ -19,9 +19,26 @@ IMG = np.random.default_rng(17).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
 def publish_cli(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "edgeagent", "publish", "--size", "224x224", "--fps", "40",
-                             "--count", "2000", "--duration-s", "60", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)  # fmt: skip
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeagent",
+            "publish",
+            "--size",
+            "224x224",
+            "--fps",
+            "40",
+            "--count",
+            "2000",
+            "--duration-s",
+            "60",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
 
 
 def processed(agent: AgentProcess, source: str) -> float:
@@ -44,11 +61,13 @@ def test_publishers_killed_mid_stream_are_picked_up_again(start_agent: Any) -> N
     steady = publish_cli("--endpoint", agent.pull, "--source", "steady")
     procs = {
         "push": lambda: publish_cli("--endpoint", agent.pull, "--source", "pusher"),
-        "pub": lambda: publish_cli("--endpoint", f"tcp://127.0.0.1:{pub_port}", "--mode", "pub", "--format",
-                                   "imagezmq", "--source", "pubber"),
-        "req": lambda: publish_cli("--endpoint", agent.listen, "--mode", "req", "--format", "imagezmq",
-                                   "--source", "requester"),
-    }  # fmt: skip
+        "pub": lambda: publish_cli(
+            "--endpoint", f"tcp://127.0.0.1:{pub_port}", "--mode", "pub", "--format", "imagezmq", "--source", "pubber"
+        ),
+        "req": lambda: publish_cli(
+            "--endpoint", agent.listen, "--mode", "req", "--format", "imagezmq", "--source", "requester"
+        ),
+    }
     names = {"push": "pusher", "pub": "pubber", "req": "requester"}
     running = {k: start() for k, start in procs.items()}
     try:
@@ -82,9 +101,25 @@ def test_agent_restart_under_a_req_sender_with_timeout_and_reconnect(cache_dir: 
         agent.proc.wait(10)
         assert pub.send(IMG) is None and pub.timeouts == 1  # plain imagezmq would block here for ever
         # A new agent on the same endpoint: the publisher's fresh socket reconnects by itself.
-        cmd_agent = subprocess.Popen([sys.executable, "-m", "edgeagent", "run", *extra, "--pull", "", "--results",
-                                      "", "--metrics", "", "--cache-dir", str(cache_dir)], cwd=ROOT,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        cmd_agent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeagent",
+                "run",
+                *extra,
+                "--pull",
+                "",
+                "--results",
+                "",
+                "--metrics",
+                "",
+                "--cache-dir",
+                str(cache_dir),
+            ],
+            cwd=ROOT,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             reply = None
             deadline = time.monotonic() + 60

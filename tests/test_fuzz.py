@@ -28,8 +28,12 @@ def hostile(rng: random.Random) -> tuple[str, list[bytes]]:
     if kind == 0:
         if rng.random() < 0.5:
             return "valid", [json.dumps(raw_hdr).encode(), GOOD]
-        return "valid", [json.dumps({"v": 1, "source": src, "seq": rng.randrange(1 << 30), "dtype": "uint8",
-                                     "shape": [224, 224, 3]}).encode(), GOOD]  # fmt: skip
+        return "valid", [
+            json.dumps(
+                {"v": 1, "source": src, "seq": rng.randrange(1 << 30), "dtype": "uint8", "shape": [224, 224, 3]}
+            ).encode(),
+            GOOD,
+        ]
     if kind == 1:
         n = rng.choice([1, 3, 4, 5])
         return "parts", [rng.randbytes(rng.randrange(0, 64)) for _ in range(n)]
@@ -56,14 +60,24 @@ def hostile(rng: random.Random) -> tuple[str, list[bytes]]:
     if kind == 10:
         return "jpeg", [json.dumps({"msg": src}).encode(), b"\xff\xd8" + rng.randbytes(rng.randrange(10, 5000))]
     if kind == 11:
-        bad = rng.choice([{"foo": 1}, {"msg": ""}, {"msg": 7}, {"msg": src, "dtype": "uint8", "shape": "224,224,3"},
-                          {"v": 1, "source": src, "seq": -5}, {"v": 9, "source": src},
-                          {"v": 1, "source": src, "seq": 1, "encoding": "webp"}])  # fmt: skip
+        bad = rng.choice(
+            [
+                {"foo": 1},
+                {"msg": ""},
+                {"msg": 7},
+                {"msg": src, "dtype": "uint8", "shape": "224,224,3"},
+                {"v": 1, "source": src, "seq": -5},
+                {"v": 9, "source": src},
+                {"v": 1, "source": src, "seq": 1, "encoding": "webp"},
+            ]
+        )
         return "keys", [json.dumps(bad).encode(), GOOD]
     if kind == 12:
         return "json", [rng.choice([b"null", b"42", b'"str"', b"[1,2]", b"{", b"{}}"]), GOOD]
-    return "shape", [json.dumps({**raw_hdr, "shape": [rng.randrange(1, 50), rng.randrange(1, 50), 3]}).encode(),
-                     rng.randbytes(16)]  # fmt: skip
+    return "shape", [
+        json.dumps({**raw_hdr, "shape": [rng.randrange(1, 50), rng.randrange(1, 50), 3]}).encode(),
+        rng.randbytes(16),
+    ]
 
 
 def outcome_counts(agent: Any) -> Counter[str]:
@@ -78,8 +92,11 @@ def wait_received(agent: Any, total: int, timeout_s: float = 60) -> Counter[str]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         c = outcome_counts(agent)
-        settled = c["processed"] + c["dropped"] + sum(v for k, v in c.items()
-                                                      if k not in ("received", "processed", "dropped"))
+        settled = (
+            c["processed"]
+            + c["dropped"]
+            + sum(v for k, v in c.items() if k not in ("received", "processed", "dropped"))
+        )
         if c["received"] >= total and settled == c["received"]:
             return c
         time.sleep(0.2)

@@ -92,8 +92,15 @@ def test_ppocr_det_matches_numpy_preprocessing(cache_dir: Path) -> None:
     path = ppocr_det_path()
     if path is None:
         pytest.fail("rapidocr-openvino is not installed: .ci/run installs it (pip install --no-deps)")
-    cfg = ModelConfig(path=str(path), input_shape=(1, 3, 160, 320), cache_dir=str(cache_dir), precision="f32",
-                      rgb=False, mean=(123.675, 116.28, 103.53), scale=(58.395, 57.12, 57.375))
+    cfg = ModelConfig(
+        path=str(path),
+        input_shape=(1, 3, 160, 320),
+        cache_dir=str(cache_dir),
+        precision="f32",
+        rgb=False,
+        mean=(123.675, 116.28, 103.53),
+        scale=(58.395, 57.12, 57.375),
+    )
     engine = Engine(cfg, CpuPlan.make(None))
     # Rendered text, so the detector's probability map lights up and the comparison means something.
     from PIL import Image, ImageDraw, ImageFont

@@ -212,20 +212,35 @@ def test_metrics_names_status_command_and_promtool(start_agent: Any, tmp_path: P
             p.send(IMG)
     time.sleep(0.5)
     text = urllib.request.urlopen(agent.metrics_url, timeout=5).read().decode()
-    for name in ("edgeagent_frames_total", "edgeagent_latency_seconds_bucket", "edgeagent_level",
-                 "edgeagent_exec_streams", "edgeagent_window_latency_seconds", "edgeagent_sla_violating_windows_total",
-                 "edgeagent_process_resident_memory_bytes", "edgeagent_host_cpu_steal_seconds_total"):  # fmt: skip
+    for name in (
+        "edgeagent_frames_total",
+        "edgeagent_latency_seconds_bucket",
+        "edgeagent_level",
+        "edgeagent_exec_streams",
+        "edgeagent_window_latency_seconds",
+        "edgeagent_sla_violating_windows_total",
+        "edgeagent_process_resident_memory_bytes",
+        "edgeagent_host_cpu_steal_seconds_total",
+    ):
         assert name in text, name
     st = agent.scrape()
     assert st["edgeagent_latency_seconds_count"] == 20
     assert st["sources"]["m"]["processed"] == 20
-    out = subprocess.run([sys.executable, "-m", "edgeagent", "status", "--metrics", agent.metrics_url],
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "status", "--metrics", agent.metrics_url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert "SLA" in out.stdout and "level     0" in out.stdout
     assert any(ln.split()[:3] == ["m", "20", "20"] for ln in out.stdout.splitlines())
-    js = subprocess.run([sys.executable, "-m", "edgeagent", "status", "--metrics", agent.metrics_url, "--json"],
-                        capture_output=True, text=True, timeout=30)  # fmt: skip
+    js = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "status", "--metrics", agent.metrics_url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert json.loads(js.stdout)["sources"]["m"]["received"] == 20
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -235,8 +250,12 @@ def test_metrics_names_status_command_and_promtool(start_agent: Any, tmp_path: P
 
 
 def test_status_without_agent_fails_clearly() -> None:
-    out = subprocess.run([sys.executable, "-m", "edgeagent", "status", "--metrics", "http://127.0.0.1:9/metrics"],
-                         capture_output=True, text=True, timeout=30)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "status", "--metrics", "http://127.0.0.1:9/metrics"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 69 and "cannot read" in out.stdout
 
 
@@ -257,8 +276,7 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     v = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
     problems = [ln for ln in (v.stdout + v.stderr).splitlines() if ln.strip() and "edgeagent.service" in ln]
     assert v.returncode == 0 and not problems, v.stdout + v.stderr
-    s = subprocess.run([analyze, "security", "--offline=true", str(local)], capture_output=True, text=True,
-                       timeout=60)  # fmt: skip
+    s = subprocess.run([analyze, "security", "--offline=true", str(local)], capture_output=True, text=True, timeout=60)
     line = next(ln for ln in s.stdout.splitlines() if "Overall exposure level" in ln)
     exposure = float(line.split(":")[1].split()[0])
     assert exposure <= 2.0, line

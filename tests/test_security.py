@@ -15,8 +15,12 @@ IMG = np.random.default_rng(11).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
 def keys(tmp_path: Path, name: str, sub: str) -> tuple[Path, Path]:
-    out = subprocess.run([sys.executable, "-m", "edgeagent", "keys", "generate", str(tmp_path / sub), "--name", name],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "edgeagent", "keys", "generate", str(tmp_path / sub), "--name", name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     public, secret = (tmp_path / sub / f"{name}.key", tmp_path / sub / f"{name}.key_secret")
     assert public.exists() and secret.exists() and (secret.stat().st_mode & 0o777) == 0o600
@@ -30,17 +34,34 @@ def test_curve_allows_listed_clients_only(start_agent: Any, tmp_path: Path) -> N
     _, stranger_sec = keys(tmp_path, "stranger", "strangers")
     agent = start_agent("--curve-secret-key", str(server_sec), "--curve-allow-dir", str(client_pub.parent))
     agent.wait_for("event=security mechanism=curve")
-    with Publisher(agent.listen, source="trusted", mode="req", timeout_s=10,
-                   curve_server_key=str(server_pub), curve_client_key=str(client_sec)) as p:  # fmt: skip
+    with Publisher(
+        agent.listen,
+        source="trusted",
+        mode="req",
+        timeout_s=10,
+        curve_server_key=str(server_pub),
+        curve_client_key=str(client_sec),
+    ) as p:
         reply = p.send(IMG)
     assert isinstance(reply, dict) and reply["status"] == "ok"
-    with Publisher(agent.listen, source="stranger", mode="req", timeout_s=1.5,
-                   curve_server_key=str(server_pub), curve_client_key=str(stranger_sec)) as p:  # fmt: skip
+    with Publisher(
+        agent.listen,
+        source="stranger",
+        mode="req",
+        timeout_s=1.5,
+        curve_server_key=str(server_pub),
+        curve_client_key=str(stranger_sec),
+    ) as p:
         assert p.send(IMG) is None  # handshake refused: no reply, ever
     with Publisher(agent.listen, source="plain", mode="req", timeout_s=1.5) as p:
         assert p.send(IMG) is None  # no CURVE at all
-    with Publisher(agent.pull, source="stranger-push", mode="push",
-                   curve_server_key=str(server_pub), curve_client_key=str(stranger_sec)) as p:  # fmt: skip
+    with Publisher(
+        agent.pull,
+        source="stranger-push",
+        mode="push",
+        curve_server_key=str(server_pub),
+        curve_client_key=str(stranger_sec),
+    ) as p:
         p.send(IMG)
     st = agent.scrape()
     assert st["edgeagent_auth_refused_total"] >= 1
@@ -53,8 +74,9 @@ def test_ip_allow_list_for_plain_senders(start_agent: Any) -> None:
     agent = start_agent("--allow-ip", "127.0.0.2")
     port = agent.listen.rsplit(":", 1)[1]
     # imagezmq wire format over REQ, as an unmodified ImageSender sends it, from two source addresses.
-    with Publisher(f"tcp://127.0.0.2:0;127.0.0.1:{port}", source="allowed", mode="req", fmt="imagezmq",
-                   timeout_s=10) as p:  # fmt: skip
+    with Publisher(
+        f"tcp://127.0.0.2:0;127.0.0.1:{port}", source="allowed", mode="req", fmt="imagezmq", timeout_s=10
+    ) as p:
         reply = p.send(IMG)
     assert isinstance(reply, dict) and reply["status"] == "ok"
     with Publisher(agent.listen, source="denied", mode="req", fmt="imagezmq", timeout_s=1.5) as p:
@@ -65,7 +87,21 @@ def test_ip_allow_list_for_plain_senders(start_agent: Any) -> None:
 
 def test_bad_security_config_is_a_config_error(tmp_path: Path) -> None:
     public, _ = keys(tmp_path, "server", "k")
-    out = subprocess.run([sys.executable, "-m", "edgeagent", "run", "--curve-secret-key", str(public),
-                          "--curve-allow-dir", str(tmp_path / "k"), "--metrics", ""],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeagent",
+            "run",
+            "--curve-secret-key",
+            str(public),
+            "--curve-allow-dir",
+            str(tmp_path / "k"),
+            "--metrics",
+            "",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 78 and "public certificate" in out.stderr

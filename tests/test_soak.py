@@ -12,9 +12,31 @@ from .conftest import ROOT
 
 def test_short_soak_under_3x_overload(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    r = subprocess.run([sys.executable, "-m", "edgeagent", "bench", "soak", "--minutes", "0.33", "--warmup-s", "6",
-                        "--sample-s", "1", "--probe-s", "2", "--sla-p99-ms", "100", "--json", str(out)],
-                       capture_output=True, text=True, timeout=240, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeagent",
+            "bench",
+            "soak",
+            "--minutes",
+            "0.33",
+            "--warmup-s",
+            "6",
+            "--sample-s",
+            "1",
+            "--probe-s",
+            "2",
+            "--sla-p99-ms",
+            "100",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
     res = json.loads(out.read_text())
     assert res["offered_fps"] >= 2.9 * res["level0_capacity_fps"]
     assert res["dropped"] > 0  # overloaded: stale frames were dropped, not queued

@@ -32,8 +32,18 @@ LADDER = derive_ladder(4, 4, 2, 1)  # (1,1,1) (1,2,1) (2,3,1) (2,3,2) (2,3,4)
 
 def win(p99: float, frames: int = 100, dropped: int = 10, busy: float = 1.0, duration_s: float = 1.0) -> WindowStats:
     """A window with the given p99; the default has demand (drops) and plenty of frames."""
-    return WindowStats(0.0, duration_s, frames, dropped, p99 * 0.6, p99 * 0.9, p99, p99 * 1.1, busy,
-                       frames if p99 <= SLA_MS else frames * 9 // 10)  # fmt: skip
+    return WindowStats(
+        0.0,
+        duration_s,
+        frames,
+        dropped,
+        p99 * 0.6,
+        p99 * 0.9,
+        p99,
+        p99 * 1.1,
+        busy,
+        frames if p99 <= SLA_MS else frames * 9 // 10,
+    )
 
 
 def idle(p99: float) -> WindowStats:
@@ -41,8 +51,9 @@ def idle(p99: float) -> WindowStats:
     return win(p99, dropped=0, busy=0.3)
 
 
-def steps(state: TunerState, windows: Sequence[WindowStats], policy: SLAPolicy = POLICY,
-          ladder: Sequence[ExecLevel] = LADDER) -> tuple[TunerState, list[Decision]]:  # fmt: skip
+def steps(
+    state: TunerState, windows: Sequence[WindowStats], policy: SLAPolicy = POLICY, ladder: Sequence[ExecLevel] = LADDER
+) -> tuple[TunerState, list[Decision]]:
     decisions = []
     for w in windows:
         state, d = decide(state, w, ladder, policy)
@@ -166,10 +177,21 @@ def test_summarize_rejects_nonsense() -> None:
 # ---------------------------------------------------------------------------------------------- policy
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("p99_ms", 0.0), ("p99_ms", math.inf), ("window_s", -1.0), ("min_frames", 0), ("headroom", 1.5),
-     ("up_windows", 0), ("busy_demand", 0.0), ("idle_windows", 0), ("backoff_base_windows", 0),
-     ("backoff_max_windows", 1), ("memory_windows", -1), ("load_tolerance", 1.0)],
-)  # fmt: skip
+    [
+        ("p99_ms", 0.0),
+        ("p99_ms", math.inf),
+        ("window_s", -1.0),
+        ("min_frames", 0),
+        ("headroom", 1.5),
+        ("up_windows", 0),
+        ("busy_demand", 0.0),
+        ("idle_windows", 0),
+        ("backoff_base_windows", 0),
+        ("backoff_max_windows", 1),
+        ("memory_windows", -1),
+        ("load_tolerance", 1.0),
+    ],
+)
 def test_policy_validation_names_field_and_value(field: str, value: float) -> None:
     kwargs: dict[str, float] = {"p99_ms": SLA_MS, field: value}
     with pytest.raises(ValueError, match=rf"SLAPolicy\.{field} = {value!r}: expected"):
@@ -357,16 +379,27 @@ def test_out_of_range_level_is_clamped_and_empty_ladder_rejected() -> None:
 Plant = Callable[[int, float, int], tuple[float, float]]  # (level, offered fps, window) -> (p99 ms, capacity fps)
 
 
-def simulate(plant: Plant, loads_fps: Sequence[float], ladder: Sequence[ExecLevel] = LADDER,
-             policy: SLAPolicy = POLICY) -> tuple[list[int], int, int]:  # fmt: skip
+def simulate(
+    plant: Plant, loads_fps: Sequence[float], ladder: Sequence[ExecLevel] = LADDER, policy: SLAPolicy = POLICY
+) -> tuple[list[int], int, int]:
     """Closed loop: each window runs at the controller's level. Returns levels, level changes, breaks."""
     state, levels, changes, broken = TunerState(), [], 0, 0
     for i, offered in enumerate(loads_fps):
         p99, capacity = plant(state.level, offered, i)
         frames = int(min(offered, capacity))
         busy = min(1.0, offered / capacity)
-        w = WindowStats(float(i), 1.0, frames, int(offered) - frames, p99 / 2, p99 * 0.9, p99, p99 * 1.2, busy,
-                        frames if p99 <= policy.p99_ms else 0)  # fmt: skip
+        w = WindowStats(
+            float(i),
+            1.0,
+            frames,
+            int(offered) - frames,
+            p99 / 2,
+            p99 * 0.9,
+            p99,
+            p99 * 1.2,
+            busy,
+            frames if p99 <= policy.p99_ms else 0,
+        )
         broken += not w.met(policy.p99_ms)
         state, d = decide(state, w, ladder, policy)
         changes += d.action != "hold"

@@ -69,8 +69,11 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
         queue.start_async({0: frames[i[0] % 4]}, None, share_inputs=True)
         wait_q()
 
-    fns: dict[str, Callable[[], None]] = {"start_async+wait": run_direct, "InferRequest+callback+eventfd": run_request,
-                                          "AsyncInferQueue+callback+eventfd": run_queue}  # fmt: skip
+    fns: dict[str, Callable[[], None]] = {
+        "start_async+wait": run_direct,
+        "InferRequest+callback+eventfd": run_request,
+        "AsyncInferQueue+callback+eventfd": run_queue,
+    }
     res: dict[str, list[float]] = {k: [] for k in fns}
     for f in fns.values():
         for _ in range(10):

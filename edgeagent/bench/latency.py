@@ -76,13 +76,20 @@ def _wait_agent(sock: zmq.Socket[Any], parts: list[Any], proc: subprocess.Popen[
     raise RuntimeError("agent did not answer in time")
 
 
-def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None, rounds: int, per_round: int,
-        log_path: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def run(
+    model: str | None,
+    input_shape: str | None,
+    size: tuple[int, int] | None,
+    rounds: int,
+    per_round: int,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
     from edgeagent.config import ModelConfig, _coerce
     from edgeagent.engine import LEVEL0, CpuPlan, Engine
 
-    mcfg = ModelConfig(path=model, input_shape=_coerce(input_shape, tuple[int, ...]) if input_shape else None,
-                       frame_size=size)  # fmt: skip
+    mcfg = ModelConfig(
+        path=model, input_shape=_coerce(input_shape, tuple[int, ...]) if input_shape else None, frame_size=size
+    )
     engine = Engine(mcfg, CpuPlan.make(None))
     compiled = engine.compile(LEVEL0)
     h, w = compiled.info.frame_hw
@@ -94,8 +101,24 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
     agent_port = free_port()
     echo = mp.get_context("spawn").Process(target=_echo_server, args=(echo_ep,), daemon=True)
     echo.start()
-    cmd = [sys.executable, "-m", "edgeagent", "run", "--listen", f"tcp://127.0.0.1:{agent_port}", "--pull", "",
-           "--results", "", "--metrics", "", "--frame-size", f"{w}x{h}", "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeagent",
+        "run",
+        "--listen",
+        f"tcp://127.0.0.1:{agent_port}",
+        "--pull",
+        "",
+        "--results",
+        "",
+        "--metrics",
+        "",
+        "--frame-size",
+        f"{w}x{h}",
+        "--log-level",
+        "warning",
+    ]
     if model:
         cmd += ["--model", model]
     if input_shape:
@@ -169,20 +192,27 @@ def run(model: str | None, input_shape: str | None, size: tuple[int, int] | None
         if log_path:
             log_fh.close()  # type: ignore[union-attr]
 
-    result: dict[str, Any] = {"model": compiled.info.path, "frame": f"{w}x{h}", "rounds": rounds,
-                              "per_round": per_round, "machine": _machine(),
-                              "precision": compiled.precision}  # fmt: skip
+    result: dict[str, Any] = {
+        "model": compiled.info.path,
+        "frame": f"{w}x{h}",
+        "rounds": rounds,
+        "per_round": per_round,
+        "machine": _machine(),
+        "precision": compiled.precision,
+    }
     for q in (50, 99):
         round_vals = {k: [percentile(xs, q) for xs in per[k]] for k in per}
         overhead = [c - b - a for a, b, c in zip(round_vals["a"], round_vals["b"], round_vals["c"])]
         ratio = [c / b for b, c in zip(round_vals["b"], round_vals["c"])]
         allv = {k: percentile([x for xs in per[k] for x in xs], q) for k in per}
         result[f"p{q}"] = {
-            "transport_ms": round(allv["a"], 3), "direct_ms": round(allv["b"], 3), "agent_ms": round(allv["c"], 3),
+            "transport_ms": round(allv["a"], 3),
+            "direct_ms": round(allv["b"], 3),
+            "agent_ms": round(allv["c"], 3),
             "overhead_ms": round(statistics.median(overhead), 3),
             "overhead_ms_range": [round(min(overhead), 3), round(max(overhead), 3)],
             "agent_over_direct": round(statistics.median(ratio), 4),
-        }  # fmt: skip
+        }
     result["agent_internal_p50_ms"] = round(percentile(agent_internal, 50), 3)
     return result
 
@@ -197,14 +227,18 @@ def _machine() -> str:
 
 
 def format_table(r: dict[str, Any]) -> str:
-    lines = [f"bench latency: {r['model']} frame {r['frame']}, {r['rounds']} rounds x {r['per_round']} "
-             f"samples, {r['machine']}, precision {r['precision']}",
-             f"{'':>6}{'(a) zmq echo':>14}{'(b) OpenVINO':>14}{'(c) agent':>12}{'c-b-a (range)':>26}{'c/b':>8}"]
+    lines = [
+        f"bench latency: {r['model']} frame {r['frame']}, {r['rounds']} rounds x {r['per_round']} "
+        f"samples, {r['machine']}, precision {r['precision']}",
+        f"{'':>6}{'(a) zmq echo':>14}{'(b) OpenVINO':>14}{'(c) agent':>12}{'c-b-a (range)':>26}{'c/b':>8}",
+    ]
     for q in ("p50", "p99"):
         x = r[q]
         rng = f"{x['overhead_ms']:.3f} ({x['overhead_ms_range'][0]:.3f}..{x['overhead_ms_range'][1]:.3f})"
-        lines.append(f"{q:>6}{x['transport_ms']:>14.3f}{x['direct_ms']:>14.3f}{x['agent_ms']:>12.3f}{rng:>26}"
-                     f"{x['agent_over_direct']:>8.3f}")  # fmt: skip
+        lines.append(
+            f"{q:>6}{x['transport_ms']:>14.3f}{x['direct_ms']:>14.3f}{x['agent_ms']:>12.3f}{rng:>26}"
+            f"{x['agent_over_direct']:>8.3f}"
+        )
     lines.append("(ms; overhead and c/b are medians over rounds of per-round percentiles)")
     return "\n".join(lines)
 

@@ -45,10 +45,30 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     """One configuration: start an agent, drive it, collect results, stop it."""
     w, h = parse_size(args.size)
     pull, results, metrics = free_port(), free_port(), free_port()
-    cmd = [sys.executable, "-m", "edgeagent", "run", "--listen", "", "--pull", f"tcp://127.0.0.1:{pull}",
-           "--results", f"tcp://127.0.0.1:{results}", "--metrics", f"127.0.0.1:{metrics}",
-           "--frame-size", f"{w}x{h}", "--sla-p99-ms", str(args.sla_p99_ms), "--sla-window-s", str(args.window_s),
-           "--max-batch", str(args.max_batch), "--log-level", "info"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeagent",
+        "run",
+        "--listen",
+        "",
+        "--pull",
+        f"tcp://127.0.0.1:{pull}",
+        "--results",
+        f"tcp://127.0.0.1:{results}",
+        "--metrics",
+        f"127.0.0.1:{metrics}",
+        "--frame-size",
+        f"{w}x{h}",
+        "--sla-p99-ms",
+        str(args.sla_p99_ms),
+        "--sla-window-s",
+        str(args.window_s),
+        "--max-batch",
+        str(args.max_batch),
+        "--log-level",
+        "info",
+    ]
     pub_eps: list[str] = []
     if args.format == "imagezmq":
         cmd[4:6] = ["--pull", ""]
@@ -62,6 +82,7 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     cmd += ["--adaptive", "--level", "0"] if level is None else ["--level", str(level)]
     log_lines: list[str] = []
     agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
     def read_log() -> None:
         assert agent.stderr is not None
         for ln in agent.stderr:
@@ -94,8 +115,11 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     def camera(i: int) -> None:
         from edgeagent.publisher import Publisher
 
-        pub = (Publisher(pub_eps[i], f"cam{i}", "pub", "imagezmq", context=ctx) if pub_eps
-               else Publisher(f"tcp://127.0.0.1:{pull}", f"cam{i}", "push", "native", context=ctx))  # fmt: skip
+        pub = (
+            Publisher(pub_eps[i], f"cam{i}", "pub", "imagezmq", context=ctx)
+            if pub_eps
+            else Publisher(f"tcp://127.0.0.1:{pull}", f"cam{i}", "push", "native", context=ctx)
+        )
         rng = np.random.default_rng(i)
         frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
         period = 1.0 / args.fps
@@ -124,8 +148,10 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     end = t0 + duration + 2.0
     while time.monotonic() < end:
         if hog_at is not None and not hog and time.monotonic() - t0 >= hog_at:
-            hog = [subprocess.Popen([sys.executable, "-c", HOG_CODE, str(duration / 3)])
-                   for _ in range(os.cpu_count() or 1)]  # fmt: skip
+            hog = [
+                subprocess.Popen([sys.executable, "-c", HOG_CODE, str(duration / 3)])
+                for _ in range(os.cpu_count() or 1)
+            ]
         if sub.poll(50):
             _topic, header, *_ = sub.recv_multipart()
             hd = json.loads(header)
@@ -150,23 +176,29 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
     in_sla = sum(1 for v in lat if v <= args.sla_p99_ms)
     windows = _windows(records, args.window_s, args.sla_p99_ms, duration)
     out = {
-        "config": label, "sent": sum(sent), "received": received, "processed": len(records),
-        "goodput_fps": round(in_sla / duration, 2), "throughput_fps": round(len(records) / duration, 2),
-        "p50_ms": round(percentile(lat, 50), 2), "p99_ms": round(percentile(lat, 99), 2),
+        "config": label,
+        "sent": sum(sent),
+        "received": received,
+        "processed": len(records),
+        "goodput_fps": round(in_sla / duration, 2),
+        "throughput_fps": round(len(records) / duration, 2),
+        "p50_ms": round(percentile(lat, 50), 2),
+        "p99_ms": round(percentile(lat, 99), 2),
         "drop_rate": round(dropped / received, 4) if received else 0.0,
         "windows_over_sla_pct": round(100 * sum(1 for wd in windows if not wd["met"]) / max(1, len(windows)), 1),
         "switches": int(st.get("edgeagent_level_switches_total", 0)),
         "series": [[round(t, 3), round(v, 2), lv] for t, v, lv in records],
         "decisions": [ln.strip() for ln in log_lines if "event=tuner_decision" in ln][-50:],
-    }  # fmt: skip
+    }
     if hog_at is not None:
         out["hog_start_s"] = hog_at
         out["windows_to_regain_sla"] = _regain(windows, hog_at)
     return out
 
 
-def _windows(records: list[tuple[float, float, int]], window_s: float, sla: float,
-             duration: float) -> list[dict[str, Any]]:  # fmt: skip
+def _windows(
+    records: list[tuple[float, float, int]], window_s: float, sla: float, duration: float
+) -> list[dict[str, Any]]:
     out = []
     n = int(duration / window_s)
     buckets: list[list[float]] = [[] for _ in range(n)]
@@ -212,12 +244,22 @@ def main(args: argparse.Namespace) -> int:
     meeting = [r for r in static if r["windows_over_sla_pct"] <= 5]
     oracle = max(meeting, key=lambda r: r["goodput_fps"]) if meeting else None
     adaptive = summary[-1]
-    result = {"machine": _machine(), "model": args.model or "built-in", "sla_p99_ms": args.sla_p99_ms,
-              "cameras": args.cameras, "fps": args.fps, "size": args.size, "scenario": args.scenario,
-              "duration_s": args.duration_s, "ladder": ladder, "rows": summary,
-              "oracle": oracle["config"] if oracle else None,
-              "adaptive_over_oracle": round(adaptive["goodput_fps"] / oracle["goodput_fps"], 3)
-              if oracle and oracle["goodput_fps"] else None}  # fmt: skip
+    result = {
+        "machine": _machine(),
+        "model": args.model or "built-in",
+        "sla_p99_ms": args.sla_p99_ms,
+        "cameras": args.cameras,
+        "fps": args.fps,
+        "size": args.size,
+        "scenario": args.scenario,
+        "duration_s": args.duration_s,
+        "ladder": ladder,
+        "rows": summary,
+        "oracle": oracle["config"] if oracle else None,
+        "adaptive_over_oracle": round(adaptive["goodput_fps"] / oracle["goodput_fps"], 3)
+        if oracle and oracle["goodput_fps"]
+        else None,
+    }
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result))
@@ -227,17 +269,21 @@ def main(args: argparse.Namespace) -> int:
 
 
 def format_table(r: dict[str, Any]) -> str:
-    lines = [f"bench sla: SLA p99 <= {r['sla_p99_ms']} ms, {r['cameras']} cameras x {r['fps']} fps {r['size']}, "
-             f"scenario {r['scenario']}, {r['duration_s']} s each, {r['machine']}",
-             f"{'configuration':<44}{'goodput':>9}{'tput':>8}{'p50':>8}{'p99':>8}{'drop%':>7}{'win>SLA%':>9}"
-             f"{'switch':>7}"]  # fmt: skip
+    lines = [
+        f"bench sla: SLA p99 <= {r['sla_p99_ms']} ms, {r['cameras']} cameras x {r['fps']} fps {r['size']}, "
+        f"scenario {r['scenario']}, {r['duration_s']} s each, {r['machine']}",
+        f"{'configuration':<44}{'goodput':>9}{'tput':>8}{'p50':>8}{'p99':>8}{'drop%':>7}{'win>SLA%':>9}{'switch':>7}",
+    ]
     for row in r["rows"]:
         extra = f"  regain={row['windows_to_regain_sla']}w" if "windows_to_regain_sla" in row else ""
-        lines.append(f"{row['config']:<44}{row['goodput_fps']:>9.1f}{row['throughput_fps']:>8.1f}{row['p50_ms']:>8.1f}"
-                     f"{row['p99_ms']:>8.1f}{100 * row['drop_rate']:>7.1f}{row['windows_over_sla_pct']:>9.1f}"
-                     f"{row['switches']:>7}{extra}")  # fmt: skip
-    lines.append(f"oracle (best static meeting the SLA): {r['oracle']}; adaptive / oracle goodput = "
-                 f"{r['adaptive_over_oracle']}")  # fmt: skip
+        lines.append(
+            f"{row['config']:<44}{row['goodput_fps']:>9.1f}{row['throughput_fps']:>8.1f}{row['p50_ms']:>8.1f}"
+            f"{row['p99_ms']:>8.1f}{100 * row['drop_rate']:>7.1f}{row['windows_over_sla_pct']:>9.1f}"
+            f"{row['switches']:>7}{extra}"
+        )
+    lines.append(
+        f"oracle (best static meeting the SLA): {r['oracle']}; adaptive / oracle goodput = {r['adaptive_over_oracle']}"
+    )
     return "\n".join(lines)
 
 
@@ -288,4 +334,3 @@ def add_parser(bsub: Any) -> None:
     p.add_argument("--max-batch", type=int, default=4)
     p.add_argument("--json")
     p.add_argument("--png")
-

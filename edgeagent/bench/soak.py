@@ -29,9 +29,26 @@ from edgeagent.tools import parse_size, percentile, scrape
 
 def _start_agent(args: argparse.Namespace, pull: int, results: int, metrics: int) -> subprocess.Popen[bytes]:
     w, h = parse_size(args.size)
-    cmd = [sys.executable, "-m", "edgeagent", "run", "--listen", "", "--pull", f"tcp://127.0.0.1:{pull}",
-           "--results", f"tcp://127.0.0.1:{results}", "--metrics", f"127.0.0.1:{metrics}", "--frame-size",
-           f"{w}x{h}", "--sla-p99-ms", str(args.sla_p99_ms), "--log-level", "warning"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgeagent",
+        "run",
+        "--listen",
+        "",
+        "--pull",
+        f"tcp://127.0.0.1:{pull}",
+        "--results",
+        f"tcp://127.0.0.1:{results}",
+        "--metrics",
+        f"127.0.0.1:{metrics}",
+        "--frame-size",
+        f"{w}x{h}",
+        "--sla-p99-ms",
+        str(args.sla_p99_ms),
+        "--log-level",
+        "warning",
+    ]
     if args.model:
         cmd += ["--model", args.model]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -137,36 +154,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warm = [s for s in samples if s[0] >= args.warmup_s] or samples
     rss_growth = (warm[-1][1] - warm[0][1]) / warm[0][1]
     result = {
-        "machine": _machine(), "model": args.model or "built-in", "size": args.size, "minutes": args.minutes,
-        "sla_p99_ms": args.sla_p99_ms, "level0_capacity_fps": round(capacity_fps, 1),
-        "offered_fps": round(offered_fps, 1), "sources": args.sources,
-        "sent": sum(sent.values()), "received": received, "processed": processed, "dropped": dropped,
-        "rejected": rejected, "results_seen": len(ages),
-        "age_p50_ms": round(percentile(ages, 50), 2), "age_p99_ms": round(percentile(ages, 99), 2),
-        "rss_start_mb": round(warm[0][1] / 2**20, 1), "rss_end_mb": round(warm[-1][1] / 2**20, 1),
+        "machine": _machine(),
+        "model": args.model or "built-in",
+        "size": args.size,
+        "minutes": args.minutes,
+        "sla_p99_ms": args.sla_p99_ms,
+        "level0_capacity_fps": round(capacity_fps, 1),
+        "offered_fps": round(offered_fps, 1),
+        "sources": args.sources,
+        "sent": sum(sent.values()),
+        "received": received,
+        "processed": processed,
+        "dropped": dropped,
+        "rejected": rejected,
+        "results_seen": len(ages),
+        "age_p50_ms": round(percentile(ages, 50), 2),
+        "age_p99_ms": round(percentile(ages, 99), 2),
+        "rss_start_mb": round(warm[0][1] / 2**20, 1),
+        "rss_end_mb": round(warm[-1][1] / 2**20, 1),
         "rss_growth_pct": round(100 * rss_growth, 2),
-        "fds": [warm[0][2], warm[-1][2]], "threads": [warm[0][3], warm[-1][3]],
-    }  # fmt: skip
+        "fds": [warm[0][2], warm[-1][2]],
+        "threads": [warm[0][3], warm[-1][3]],
+    }
     result["goals"] = {
-        "accounting_exact": received == processed + dropped + rejected and received == sum(sent.values())
+        "accounting_exact": received == processed + dropped + rejected
+        and received == sum(sent.values())
         and len(ages) == processed,
         "age_p99_within_sla": result["age_p99_ms"] <= args.sla_p99_ms,
         "rss_growth_below_2pct": rss_growth < 0.02,
         "no_fd_growth": warm[-1][2] <= warm[0][2],
         "no_thread_growth": warm[-1][3] <= warm[0][3],
-    }  # fmt: skip
+    }
     return result
 
 
 def main(args: argparse.Namespace) -> int:
     r = run(args)
-    print(f"bench soak: {r['minutes']} min, {r['sources']} sources, offered {r['offered_fps']} fps = "
-          f"{args.overload}x level-0 capacity {r['level0_capacity_fps']} fps, {r['size']}, {r['machine']}")
-    print(f"frames    sent {r['sent']} received {r['received']} processed {r['processed']} dropped {r['dropped']} "
-          f"rejected {r['rejected']} (results seen {r['results_seen']})")
+    print(
+        f"bench soak: {r['minutes']} min, {r['sources']} sources, offered {r['offered_fps']} fps = "
+        f"{args.overload}x level-0 capacity {r['level0_capacity_fps']} fps, {r['size']}, {r['machine']}"
+    )
+    print(
+        f"frames    sent {r['sent']} received {r['received']} processed {r['processed']} dropped {r['dropped']} "
+        f"rejected {r['rejected']} (results seen {r['results_seen']})"
+    )
     print(f"age       p50 {r['age_p50_ms']} ms, p99 {r['age_p99_ms']} ms (SLA {r['sla_p99_ms']} ms)")
-    print(f"process   RSS {r['rss_start_mb']} → {r['rss_end_mb']} MB ({r['rss_growth_pct']:+.2f} % after "
-          f"warm-up), fds {r['fds'][0]} → {r['fds'][1]}, threads {r['threads'][0]} → {r['threads'][1]}")
+    print(
+        f"process   RSS {r['rss_start_mb']} → {r['rss_end_mb']} MB ({r['rss_growth_pct']:+.2f} % after "
+        f"warm-up), fds {r['fds'][0]} → {r['fds'][1]}, threads {r['threads'][0]} → {r['threads'][1]}"
+    )
     print("goals     " + ", ".join(f"{k}={'PASS' if v else 'FAIL'}" for k, v in r["goals"].items()))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
