@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from edgeagent.errors import ConfigError
+from edgeagent.errors import ConfigError, InvalidSetting
+from edgeagent.tuner import SLAPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +26,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 DEFAULT_SYSTEM_CONFIG = Path("/etc/edgeagent/agent.toml")
+MAX_FRAME_SIDE = 16384  # pixels: the largest frame width or height anywhere (config, wire, publisher)
 
 
 @dataclass(frozen=True)
@@ -39,21 +41,21 @@ class ModelConfig:
     precision: str | None = None  # INFERENCE_PRECISION_HINT (f32, bf16, f16); None: device default
     cache_dir: str | None = None  # None: $XDG_CACHE_HOME/edgeagent
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.frame_size is not None and (
-            len(self.frame_size) != 2 or min(self.frame_size) < 1 or max(self.frame_size) > 16384
+            len(self.frame_size) != 2 or min(self.frame_size) < 1 or max(self.frame_size) > MAX_FRAME_SIDE
         ):
-            raise ValueError(("frame_size", self.frame_size, "WIDTH,HEIGHT with 1 <= each <= 16384"))
+            raise InvalidSetting("frame_size", self.frame_size, f"WIDTH,HEIGHT with 1 <= each <= {MAX_FRAME_SIDE}")
         for name in ("mean", "scale"):
             v = getattr(self, name)
             if v is not None and len(v) not in (1, 3):
-                raise ValueError((name, v, "1 or 3 comma-separated numbers"))
+                raise InvalidSetting(name, v, "1 or 3 comma-separated numbers")
         if self.scale is not None and any(s == 0 for s in self.scale):
-            raise ValueError(("scale", self.scale, "non-zero numbers"))
+            raise InvalidSetting("scale", self.scale, "non-zero numbers")
         if self.input_shape is not None and any(d < 1 for d in self.input_shape):
-            raise ValueError(("input_shape", self.input_shape, "positive integers, e.g. 1,3,480,640"))
+            raise InvalidSetting("input_shape", self.input_shape, "positive integers, e.g. 1,3,480,640")
         if self.precision is not None and self.precision not in ("f32", "bf16", "f16"):
-            raise ValueError(("precision", self.precision, "one of f32, bf16, f16"))
+            raise InvalidSetting("precision", self.precision, "one of f32, bf16, f16")
 
 
 @dataclass(frozen=True)
@@ -68,25 +70,27 @@ class IngestConfig:
     max_message_bytes: int = 0  # ZMQ_MAXMSGSIZE; 0: derived from the largest acceptable frame + header
     rcvhwm: int = 64  # per-socket receive high-water mark (messages)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if not (self.listen or self.connect or self.pull):
-            raise ValueError(("listen", self.listen, "at least one ingest endpoint (listen, connect or pull)"))
+            raise InvalidSetting("listen", self.listen, "at least one ingest endpoint (listen, connect or pull)")
         for name in ("listen", "connect", "pull"):
             for ep in getattr(self, name):
                 if "://" not in ep:
-                    raise ValueError((name, ep, "a ZeroMQ endpoint such as tcp://*:5555 or ipc:///run/x"))
+                    raise InvalidSetting(name, ep, "a ZeroMQ endpoint such as tcp://*:5555 or ipc:///run/x")
         if self.max_sources < 1:
-            raise ValueError(("max_sources", self.max_sources, "an integer >= 1"))
+            raise InvalidSetting("max_sources", self.max_sources, "an integer >= 1")
         if self.max_frame_age_ms < 0:
-            raise ValueError(("max_frame_age_ms", self.max_frame_age_ms, "a number >= 0"))
+            raise InvalidSetting("max_frame_age_ms", self.max_frame_age_ms, "a number >= 0")
         if not 64 <= self.max_header_bytes <= 1 << 20:
-            raise ValueError(("max_header_bytes", self.max_header_bytes, "64 .. 1048576"))
+            raise InvalidSetting("max_header_bytes", self.max_header_bytes, "64 .. 1048576")
         if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
-            raise ValueError(("max_message_bytes", self.max_message_bytes, "0 (derived) or an integer >= 1024"))
+            raise InvalidSetting("max_message_bytes", self.max_message_bytes, "0 (derived) or an integer >= 1024")
         if not 1 <= self.rcvhwm <= 1_000_000:
-            raise ValueError(("rcvhwm", self.rcvhwm, "an integer in 1 .. 1000000"))
-        if self.max_sources > 100_000 or self.max_message_bytes > 2**31 - 1:
-            raise ValueError(("max_sources", self.max_sources, "max_sources <= 100000, max_message_bytes < 2 GiB"))
+            raise InvalidSetting("rcvhwm", self.rcvhwm, "an integer in 1 .. 1000000")
+        if self.max_sources > 100_000:
+            raise InvalidSetting("max_sources", self.max_sources, "an integer <= 100000")
+        if self.max_message_bytes > 2**31 - 1:
+            raise InvalidSetting("max_message_bytes", self.max_message_bytes, "less than 2 GiB (2147483648)")
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,11 @@ class ResultsConfig:
     topk: int = 5
     send_outputs: bool = True  # attach raw output tensors as extra message parts
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.publish and "://" not in self.publish:
-            raise ValueError(("publish", self.publish, "a ZeroMQ endpoint or an empty string"))
+            raise InvalidSetting("publish", self.publish, "a ZeroMQ endpoint or an empty string")
         if not 1 <= self.topk <= 1000:
-            raise ValueError(("topk", self.topk, "1 .. 1000"))
+            raise InvalidSetting("topk", self.topk, "1 .. 1000")
 
 
 @dataclass(frozen=True)
@@ -110,45 +114,35 @@ class EngineConfig:
     max_batch: int = 4  # largest batch the ladder may use (1 disables batching)
     batch_wait_ms: float = 0.0  # batch-forming wait; 0: derived as a small share of the SLA
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.cpus is not None and (not self.cpus or min(self.cpus) < 0):
-            raise ValueError(("cpus", self.cpus, "a non-empty list of CPU numbers"))
+            raise InvalidSetting("cpus", self.cpus, "a non-empty list of CPU numbers")
         if self.level < 0:
-            raise ValueError(("level", self.level, "an integer >= 0"))
+            raise InvalidSetting("level", self.level, "an integer >= 0")
         if self.max_batch not in (1, 2, 4, 8):
-            raise ValueError(("max_batch", self.max_batch, "one of 1, 2, 4, 8"))
+            raise InvalidSetting("max_batch", self.max_batch, "one of 1, 2, 4, 8")
         if self.batch_wait_ms < 0:
-            raise ValueError(("batch_wait_ms", self.batch_wait_ms, "a number >= 0"))
+            raise InvalidSetting("batch_wait_ms", self.batch_wait_ms, "a number >= 0")
 
 
 @dataclass(frozen=True)
-class SLAConfig:
-    p99_ms: float = 30.0  # end-to-end p99 inside the agent (socket in → result out)
-    window_s: float = 1.0
-    min_frames: int = 50
-    headroom: float = 0.8
-    adaptive: bool = False  # enlarge throughput settings while the SLA holds
+class SLAConfig(SLAPolicy):
+    """``[sla]``: the controller's policy (:class:`~edgeagent.tuner.SLAPolicy`: its fields, defaults and
+    checks are defined there, once) with the agent's default SLA, plus whether to adapt at all."""
 
-    def validate(self) -> None:
-        if not 0 < self.p99_ms <= 60_000:
-            raise ValueError(("p99_ms", self.p99_ms, "a number of milliseconds in (0, 60000]"))
-        if not 0.05 <= self.window_s <= 600:
-            raise ValueError(("window_s", self.window_s, "seconds in [0.05, 600]"))
-        if self.min_frames < 1:
-            raise ValueError(("min_frames", self.min_frames, "an integer >= 1"))
-        if not 0 < self.headroom <= 1:
-            raise ValueError(("headroom", self.headroom, "a fraction in (0, 1]"))
+    p99_ms: float = 30.0  # end-to-end p99 inside the agent (socket in → result out)
+    adaptive: bool = False  # enlarge throughput settings while the SLA holds
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9110"  # HOST:PORT of the Prometheus endpoint; "" disables it
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.listen:
             host, sep, port = self.listen.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-                raise ValueError(("listen", self.listen, "HOST:PORT, e.g. 127.0.0.1:9110"))
+                raise InvalidSetting("listen", self.listen, "HOST:PORT, e.g. 127.0.0.1:9110")
 
 
 @dataclass(frozen=True)
@@ -165,12 +159,12 @@ class SecurityConfig:
     curve_exempt: tuple[str, ...] = ()  # socket kinds kept plain (e.g. "listen" for imagezmq senders)
     allow_ips: tuple[str, ...] = ()  # peer addresses allowed on plain sockets (empty: no check)
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for kind in self.curve_exempt:
             if kind not in ("listen", "pull", "publish"):
-                raise ValueError(("curve_exempt", self.curve_exempt, "socket kinds among listen, pull, publish"))
+                raise InvalidSetting("curve_exempt", self.curve_exempt, "socket kinds among listen, pull, publish")
         if self.curve_allow_dir and not self.curve_secret_key:
-            raise ValueError(("curve_allow_dir", self.curve_allow_dir, "curve_secret_key to be set as well"))
+            raise InvalidSetting("curve_allow_dir", self.curve_allow_dir, "curve_secret_key to be set as well")
 
 
 @dataclass(frozen=True)
@@ -198,8 +192,9 @@ def _describe(tp: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def _coerce(value: Any, tp: Any) -> Any:
-    """Convert a TOML value or a CLI string to ``tp``; raise TypeError when it cannot be."""
+def coerce(value: Any, tp: Any) -> Any:
+    """Convert a TOML value or a CLI string to ``tp`` (``"640x480"`` reads as a tuple of two ints for
+    ``tuple[int, ...]``); raise TypeError when it cannot be. Also used for ``info`` and ``bench`` flags."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (Union, types.UnionType):
@@ -209,7 +204,7 @@ def _coerce(value: Any, tp: Any) -> Any:
             if a is type(None):
                 continue
             try:
-                return _coerce(value, a)
+                return coerce(value, a)
             except TypeError:
                 continue
         raise TypeError
@@ -224,7 +219,7 @@ def _coerce(value: Any, tp: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise TypeError
-        return tuple(_coerce(v, args[0]) for v in value)
+        return tuple(coerce(v, args[0]) for v in value)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -258,18 +253,13 @@ def _build_section(cls: type[Any], values: Mapping[str, Any], where: str, sectio
         if key not in known:
             raise ConfigError(f"{where}: unknown key '{section}.{key}'; expected one of: {', '.join(sorted(known))}")
         try:
-            kwargs[key] = _coerce(value, hints[key])
+            kwargs[key] = coerce(value, hints[key])
         except TypeError:
             raise ConfigError(f"{where}: key '{section}.{key}' = {value!r}: expected {_describe(hints[key])}") from None
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if validate is not None:
-        try:
-            validate()
-        except ValueError as exc:
-            key, value, expected = exc.args[0]
-            raise ConfigError(f"{where}: key '{section}.{key}' = {value!r}: expected {expected}") from None
-    return obj
+    try:
+        return cls(**kwargs)
+    except InvalidSetting as exc:
+        raise ConfigError(f"{where}: key '{section}.{exc.key}' = {exc.value!r}: expected {exc.expected}") from None
 
 
 def build(tree: Mapping[str, Any], where: str) -> Config:

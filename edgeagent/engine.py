@@ -1,10 +1,15 @@
-"""The inference engine: CPU plan, compilation per execution level, and the AsyncInferQueue.
+"""The inference engine: CPU plan, compilation per execution level, and the infer requests.
 
-Threading contract: :meth:`Engine.compile` may run on any thread (the agent compiles new levels in
-the background); everything else (``activate``, ``submit``, ``drain``) is called by the one thread
-that owns the engine (the pipeline's I/O thread). OpenVINO's callback thread only calls the ``on_done(job)`` given to
-:meth:`Engine.activate` (which must be quick and thread-safe); the owner thread then collects the
-outputs with :meth:`Engine.complete`.
+Threading contract: :meth:`Engine.compile`, :meth:`Engine.ladder` and :meth:`Engine.device_limits`
+may run on any thread (the switcher compiles new levels on its own thread); everything else
+(``activate``, ``submit``, ``complete``, ``failed_jobs``, ``idle``) is called by the one thread that
+owns the running requests, the I/O thread. OpenVINO's callback thread only calls the
+``on_done(job)`` given to :meth:`Engine.activate` (which must be quick and thread-safe); the owner
+thread then collects the outputs with :meth:`Engine.complete`.
+
+Jobs run on plain ``InferRequest`` objects with ``set_callback``, not ``AsyncInferQueue``: on the
+2-vCPU class of machine the queue's dispatch and callback path cost ~0.14 ms more per frame at p50
+(``edgeagent bench dispatch``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from edgeagent.wire import Frame
 log = logging.getLogger("edgeagent.engine")
 
 LEVEL0 = ExecLevel(streams=1, requests=1, batch=1)
-_PRECISION = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,6 @@ class Completion:
     frames: list[Frame]
     outputs: list[list[np.ndarray]]  # per frame: one array per model output (copies, request is reused)
     submit_ns: int
-    done_ns: int
     infer_ms: float
     error: str | None = None
 
@@ -110,7 +113,11 @@ class DeviceLimits:
 
 
 class Engine:
-    """Compiles the model at a given level and runs jobs on an AsyncInferQueue."""
+    """Compiles a model at a given level and runs jobs on that level's infer requests.
+
+    ``model_cfg`` is the start-up model: the ladder is derived from it. Compiles take the model to
+    compile explicitly (the switcher owns which model is current after a reload).
+    """
 
     def __init__(self, model_cfg: ModelConfig, cpus: CpuPlan, core: ov.Core | None = None) -> None:
         self.cfg = model_cfg
@@ -195,7 +202,7 @@ class Engine:
             if cfg.device != "CPU":
                 props = {"PERFORMANCE_HINT": props["PERFORMANCE_HINT"]}
             if cfg.precision:
-                props["INFERENCE_PRECISION_HINT"] = _PRECISION[cfg.precision]
+                props["INFERENCE_PRECISION_HINT"] = cfg.precision
             # OpenVINO sizes and pins its thread pool from the compiling thread's affinity.
             saved = os.sched_getaffinity(0)
             try:
@@ -232,10 +239,6 @@ class Engine:
         self.active = compiled
 
     @property
-    def capacity(self) -> int:
-        return self.active.level.requests if self.active else 0
-
-    @property
     def batch(self) -> int:
         return self.active.level.batch if self.active else 1
 
@@ -247,16 +250,8 @@ class Engine:
         """
         assert self.active is not None
         job = self.idle[-1]
-        batch = self.active.level.batch
-        if batch == 1:
-            data = frames[0].image[None]
-        else:
-            images = [f.image for f in frames]
-            images += [images[-1]] * (batch - len(images))  # pad a partial batch; padded rows are ignored
-            data = np.stack(images)
+        data = batch_input([f.image for f in frames], self.active.level.batch)
         req = self.requests[job]
-        # InferRequest + set_callback, not AsyncInferQueue: on this class of CPU the queue's dict
-        # dispatch and callback path cost ~0.3 ms per frame more at p50 (see README, bench notes).
         req.set_input_tensor(ov.Tensor(data, shared_memory=True))
         submit_ns = time.monotonic_ns()
         req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
@@ -268,15 +263,14 @@ class Engine:
         and return the request to the idle pool."""
         req = self.requests[job]
         frames, submit_ns = self._jobs.pop(job)
-        done_ns = time.monotonic_ns()
         try:
             req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
             completion = Completion(
-                frames, _split(tensors, len(frames), self.batch), submit_ns, done_ns, float(req.latency)
+                frames, split_outputs(tensors, len(frames), self.batch), submit_ns, float(req.latency)
             )
         except (RuntimeError, ValueError, IndexError) as exc:
-            completion = Completion(frames, [], submit_ns, done_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
+            completion = Completion(frames, [], submit_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
         finally:
             self.idle.append(job)
         return completion
@@ -292,7 +286,7 @@ class Engine:
             except RuntimeError as exc:
                 frames, submit_ns = self._jobs.pop(job)
                 self.idle.append(job)
-                failed.append(Completion(frames, [], submit_ns, time.monotonic_ns(), 0.0, error=str(exc)[:200]))
+                failed.append(Completion(frames, [], submit_ns, 0.0, error=str(exc)[:200]))
         return failed
 
     def input_pointer(self, job: int = 0) -> int:
@@ -300,8 +294,23 @@ class Engine:
         return int(self.requests[job].get_input_tensor().data.ctypes.data)
 
 
-def _split(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np.ndarray]]:
-    """Per-frame copies of the outputs. With batch > 1, rows along a leading batch axis are split;
+def batch_input(images: list[np.ndarray], batch: int) -> np.ndarray:
+    """The input tensor's data for one job of ``len(images)`` <= ``batch`` frames (all of one shape).
+
+    Batch 1 is a view (zero copy: the received ZeroMQ buffer). A larger batch is stacked into one
+    contiguous array (one copy) and a partial batch is padded with its last frame; the padded rows'
+    outputs are ignored by :func:`split_outputs`. Raises ValueError for 0 or more than ``batch`` images.
+    """
+    if not 1 <= len(images) <= batch:
+        raise ValueError(f"batch_input: {len(images)} images for a batch of {batch}")
+    if batch == 1:
+        return images[0][None]
+    return np.stack(images + [images[-1]] * (batch - len(images)))
+
+
+def split_outputs(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np.ndarray]]:
+    """Per-frame copies of the outputs (the request is reused, so nothing may keep a view). With
+    batch > 1, rows along a leading batch axis are split;
     outputs without one (scalars, batch-reduced tensors) are given whole to every frame."""
     if batch == 1:
         return [[np.array(t) for t in tensors]]

@@ -23,6 +23,18 @@ class ConfigError(EdgeAgentError):
     exit_code = EXIT_CONFIG
 
 
+class InvalidSetting(ValueError):
+    """A setting's value is out of bounds. Raised by the config dataclasses' and the policy's own
+    checks; :func:`edgeagent.config.load` turns it into a :class:`ConfigError` naming the file and the
+    section. One type, so a check never has to pack its key, value and expectation into a tuple."""
+
+    def __init__(self, key: str, value: object, expected: str, owner: str = "") -> None:
+        super().__init__(f"{owner + '.' if owner else ''}{key} = {value!r}: expected {expected}")
+        self.key = key
+        self.value = value
+        self.expected = expected
+
+
 class ModelError(EdgeAgentError):
     """The model cannot be read, pre-processed or compiled."""
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edgeagent.errors import EndpointError
-from edgeagent.pipeline import LatencySample
+from edgeagent.io.results import Timing
 
 
 def latency_buckets_s(sla_ms: float) -> list[float]:
@@ -31,7 +31,6 @@ def latency_buckets_s(sla_ms: float) -> list[float]:
 class _StateCollector(Collector):
     def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
         self._state = state
-        self._proc = psutil.Process()
 
     def collect(self) -> Iterator[Metric]:
         st = self._state()
@@ -49,22 +48,19 @@ class _StateCollector(Collector):
                 frames.add_metric([source, "rejected", reason], n)
         yield frames
         win = st.get("window")
-        g = GaugeMetricFamily(
-            "edgeagent_window_latency_seconds",
-            "Last control window's end-to-end latency percentiles",
-            labels=["quantile"],
-        )
+        # One gauge per statistic: "quantile" labels are reserved for summaries (promtool rejects them).
+        for key, stat in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("max_ms", "max")):
+            g = GaugeMetricFamily(
+                f"edgeagent_window_latency_{stat}_seconds",
+                f"Last control window's end-to-end latency, {stat} (NaN: no frames in that window)",
+            )
+            if win is not None:
+                v = win[key]
+                g.add_metric([], v / 1000 if v is not None and not math.isnan(v) else math.nan)
+            yield g
         gp = GaugeMetricFamily("edgeagent_window_goodput_fps", "Last window's in-SLA frames per second")
         if win is not None:
-            for qn, v in (
-                ("0.5", win["p50_ms"]),
-                ("0.95", win["p95_ms"]),
-                ("0.99", win["p99_ms"]),
-                ("1", win["max_ms"]),
-            ):
-                g.add_metric([qn], v / 1000 if v is not None and not math.isnan(v) else math.nan)
             gp.add_metric([], win["goodput_fps"])
-        yield g
         yield gp
         yield CounterMetricFamily("edgeagent_windows", "Control windows", value=st["windows"])
         yield CounterMetricFamily(
@@ -95,12 +91,6 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "edgeagent_last_compile_seconds", "Duration of the last model compile", value=st["last_compile_s"]
         )
-        with self._proc.oneshot():
-            yield GaugeMetricFamily(
-                "edgeagent_process_resident_memory_bytes", "Agent RSS", value=self._proc.memory_info().rss
-            )
-            t = self._proc.cpu_times()
-            yield CounterMetricFamily("edgeagent_process_cpu_seconds", "Agent CPU time", value=t.user + t.system)
         steal = getattr(psutil.cpu_times(), "steal", 0.0)
         yield CounterMetricFamily("edgeagent_host_cpu_steal_seconds", "Host CPU steal time (all CPUs)", value=steal)
 
@@ -127,14 +117,16 @@ class Metrics:
             buckets=buckets,
         )
         self.registry.register(_StateCollector(state))
+        # edgeagent_process_{cpu_seconds_total,resident_memory_bytes,open_fds,...}: the library's own.
+        ProcessCollector(namespace="edgeagent", registry=self.registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
-    def observe(self, s: LatencySample) -> None:
+    def observe(self, t: Timing) -> None:
         """Called by the I/O thread for every published frame."""
-        self.e2e.observe(s.total_ms / 1000)
-        self.queue.observe(s.queue_ms / 1000)
-        self.infer.observe(s.infer_ms / 1000)
+        self.e2e.observe(t.total_ms / 1000)
+        self.queue.observe(t.queue_ms / 1000)
+        self.infer.observe(t.infer_ms / 1000)
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Start the endpoint on HOST:PORT (port 0 picks one); returns the bound address."""

@@ -2,7 +2,9 @@
 
 Both go through ZAP (ZeroMQ's authentication protocol) with pyzmq's ``ThreadAuthenticator``: a refused
 peer never completes its handshake, so none of its messages reach the agent's sockets, let alone
-the model. Refusals are counted (``edgeagent_auth_refused_total``) and logged, rate-limited.
+the model. Refusals are counted (``edgeagent_auth_refused_total``) and logged, rate-limited, by the
+I/O thread from socket monitors (``EVENT_HANDSHAKE_FAILED_AUTH``, a public libzmq event) on the
+guarded sockets: no private pyzmq method is overridden.
 
 Unmodified imagezmq senders cannot do CURVE; for them the documented option is ``allow_ips`` on the
 ROUTER (``curve_exempt = ["listen"]`` keeps that socket plain while the others use CURVE).
@@ -11,7 +13,6 @@ ROUTER (``curve_exempt = ["listen"]`` keeps that socket plain while the others u
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +22,9 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from edgeagent.config import SecurityConfig
 from edgeagent.errors import ConfigError
-from edgeagent.logs import RateLimiter, q
 
 log = logging.getLogger("edgeagent.security")
 ZAP_DOMAIN = "edgeagent"
-
-
-class _CountingAuthenticator(ThreadAuthenticator):
-    """ThreadAuthenticator that counts and logs every refusal."""
-
-    def __init__(self, context: zmq.Context[Any]) -> None:
-        super().__init__(context, log=logging.getLogger("edgeagent.zap"))
-        self.refused = 0
-        self._lock = threading.Lock()
-        self._rate = RateLimiter(5.0)
-
-    def _send_zap_reply(
-        self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = "anonymous"
-    ) -> None:
-        if status_code != b"200":
-            with self._lock:
-                self.refused += 1
-            suppressed = self._rate.allow("refused")
-            if suppressed is not None:
-                log.warning(
-                    "event=peer_refused reason=%s suppressed=%d", q(status_text.decode(errors="replace")), suppressed
-                )
-        super()._send_zap_reply(request_id, status_code, status_text, user_id)
 
 
 class Guard:
@@ -55,7 +32,7 @@ class Guard:
 
     def __init__(self, ctx: zmq.Context[Any], cfg: SecurityConfig) -> None:
         self.cfg = cfg
-        self.auth: _CountingAuthenticator | None = None
+        self.auth: ThreadAuthenticator | None = None
         self.public: bytes | None = None
         self.secret: bytes | None = None
         if cfg.curve_secret_key:
@@ -79,16 +56,12 @@ class Guard:
                     "allowed client public certificates (*.key)"
                 )
         if self.secret is not None or cfg.allow_ips:
-            self.auth = _CountingAuthenticator(ctx)
+            self.auth = ThreadAuthenticator(ctx, log=logging.getLogger("edgeagent.zap"))
             self.auth.start()
             if cfg.allow_ips:
                 self.auth.allow(*cfg.allow_ips)
             if self.secret is not None:
                 self.auth.configure_curve(domain="*", location=str(cfg.curve_allow_dir))
-
-    @property
-    def refused(self) -> int:
-        return self.auth.refused if self.auth is not None else 0
 
     def describe(self) -> str:
         mech = "curve" if self.secret is not None else "null"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeagent.config import MAX_FRAME_SIDE
 from edgeagent.errors import EXIT_OK, EXIT_UNAVAILABLE, ConfigError
 from edgeagent.tuner import nearest_rank
 
@@ -26,8 +27,8 @@ def parse_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ConfigError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 640x480") from None
-    if not (1 <= w <= 16384 and 1 <= h <= 16384):
-        raise ConfigError(f"--size {text!r}: sides must be 1..16384")
+    if not (1 <= w <= MAX_FRAME_SIDE and 1 <= h <= MAX_FRAME_SIDE):
+        raise ConfigError(f"--size {text!r}: sides must be 1..{MAX_FRAME_SIDE}")
     return w, h
 
 
@@ -40,13 +41,13 @@ def percentile(values: list[float], q: float) -> float:
 def info(args: argparse.Namespace) -> int:
     import openvino as ov
 
-    from edgeagent.config import ModelConfig, _coerce
+    from edgeagent.config import ModelConfig, coerce
     from edgeagent.engine import LEVEL0, CpuPlan, Engine
 
     cfg = ModelConfig(
         path=args.model,
-        input_shape=_coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None,
-        frame_size=_coerce(args.frame_size, tuple[int, ...]) if args.frame_size else None,
+        input_shape=coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None,
+        frame_size=coerce(args.frame_size, tuple[int, ...]) if args.frame_size else None,
     )
     engine = Engine(cfg, CpuPlan.make(None))
     compiled = engine.compile(LEVEL0)
@@ -228,8 +229,8 @@ def scrape(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
                 outcome = s.labels["outcome"]
                 key = outcome if outcome in ("received", "processed") else f"{outcome}:{s.labels['reason']}"
                 src[key] += int(s.value)
-            elif s.name == "edgeagent_window_latency_seconds":
-                st["window"][s.labels["quantile"]] = s.value * 1000
+            elif s.name.startswith("edgeagent_window_latency_") and s.name.endswith("_seconds"):
+                st["window"][s.name[len("edgeagent_window_latency_") : -len("_seconds")]] = s.value * 1000
             elif not s.labels:
                 st[s.name] = s.value
     return st
@@ -246,11 +247,11 @@ def status(args: argparse.Namespace) -> int:
         return EXIT_OK
     sla = st.get("edgeagent_sla_p99_seconds", math.nan) * 1000
     win = st["window"]
-    p99 = win.get("0.99", math.nan)
+    p99 = win.get("p99", math.nan)
     verdict = "no traffic" if math.isnan(p99) else ("MET" if p99 <= sla else "BROKEN")
     print(
-        f"SLA       p99 <= {sla:g} ms: {verdict} (last window p50 {win.get('0.5', math.nan):.2f} "
-        f"p95 {win.get('0.95', math.nan):.2f} p99 {p99:.2f} max {win.get('1', math.nan):.2f} ms)"
+        f"SLA       p99 <= {sla:g} ms: {verdict} (last window p50 {win.get('p50', math.nan):.2f} "
+        f"p95 {win.get('p95', math.nan):.2f} p99 {p99:.2f} max {win.get('max', math.nan):.2f} ms)"
     )
     print(
         f"goodput   {st.get('edgeagent_window_goodput_fps', math.nan):.1f} in-SLA frames/s; "

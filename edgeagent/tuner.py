@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
+from edgeagent.errors import InvalidSetting
+
 Action = Literal["up", "down", "hold"]
 
 # Stream rungs between 1 stream and the top stream count, at most. Each rung costs a compile and at least
@@ -115,7 +117,9 @@ def derive_ladder(
 
 @dataclass(frozen=True)
 class SLAPolicy:
-    """The controller's knobs. Raises ValueError naming the field, its value and what is expected.
+    """The controller's knobs, and the one place each is defined and checked: the config's ``[sla]``
+    section is this class plus ``adaptive`` (:class:`edgeagent.config.SLAConfig`). Raises
+    :class:`~edgeagent.errors.InvalidSetting` naming the field, its value and what is expected.
 
     ``window_s`` is the agent's window length (the agent extends a window with fewer than ``min_frames``
     frames); :func:`decide` itself only counts windows.
@@ -141,8 +145,12 @@ class SLAPolicy:
 
     def __post_init__(self) -> None:
         checks = [
-            ("p99_ms", math.isfinite(self.p99_ms) and self.p99_ms > 0, "a finite number of ms > 0"),
-            ("window_s", math.isfinite(self.window_s) and self.window_s > 0, "a finite number of s > 0"),
+            (
+                "p99_ms",
+                math.isfinite(self.p99_ms) and 0 < self.p99_ms <= 60_000,
+                "a number of milliseconds in (0, 60000]",
+            ),
+            ("window_s", math.isfinite(self.window_s) and 0.05 <= self.window_s <= 600, "seconds in [0.05, 600]"),
             ("min_frames", self.min_frames >= 1, "an integer >= 1"),
             ("headroom", 0 < self.headroom <= 1, "a fraction in (0, 1]"),
             ("up_windows", self.up_windows >= 1, "an integer >= 1"),
@@ -160,7 +168,7 @@ class SLAPolicy:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"SLAPolicy.{name} = {getattr(self, name)!r}: expected {expected}")
+                raise InvalidSetting(name, getattr(self, name), expected, owner="SLAPolicy")
 
 
 @dataclass(frozen=True)
@@ -178,6 +186,8 @@ class WindowStats:
     busy_fraction: float  # share of the window with every infer request busy, 0..1
     in_sla: int  # frames with latency <= the SLA's p99_ms
     interference: float = 0.0  # share of the CPUs used by other processes (or stolen), 0..1
+    level: int = 0  # the execution level the whole window ran at (a swap starts a new window)
+    epoch: int = 0  # the swap count when it was measured: a window from before a swap is stale
 
     @property
     def goodput_fps(self) -> float:

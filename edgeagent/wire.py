@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import simplejpeg
 
+from edgeagent.config import MAX_FRAME_SIDE
 from edgeagent.errors import BadFrame
 
 NATIVE_VERSION = 1
@@ -61,7 +62,7 @@ class FrameLimits:
 
     frame_hw: tuple[int, int] | None
     max_header_bytes: int = 4096
-    max_side: int = 8192
+    max_side: int = MAX_FRAME_SIDE
 
     @property
     def max_payload_bytes(self) -> int:

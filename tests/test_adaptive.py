@@ -100,7 +100,7 @@ def test_level_rises_under_loose_sla_and_falls_back_when_a_cpu_hog_starts(start_
         assert any("action=up" in ln for ln in agent.lines)
         # Tighten the SLA to ~2.5x what the top level delivers now, then take the CPU away.
         time.sleep(1.5)
-        p99 = agent.scrape()["window"]["0.99"]
+        p99 = agent.scrape()["window"]["p99"]
         cfg.write_text(
             f"[sla]\np99_ms = {max(2.5 * p99, 5):.1f}\nwindow_s = 0.5\nmin_frames = 20\nadaptive = true\n"
             "[engine]\nmax_batch = 1\n"

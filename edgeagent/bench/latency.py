@@ -84,11 +84,11 @@ def run(
     per_round: int,
     log_path: Path | None = None,
 ) -> dict[str, Any]:
-    from edgeagent.config import ModelConfig, _coerce
+    from edgeagent.config import ModelConfig, coerce
     from edgeagent.engine import LEVEL0, CpuPlan, Engine
 
     mcfg = ModelConfig(
-        path=model, input_shape=_coerce(input_shape, tuple[int, ...]) if input_shape else None, frame_size=size
+        path=model, input_shape=coerce(input_shape, tuple[int, ...]) if input_shape else None, frame_size=size
     )
     engine = Engine(mcfg, CpuPlan.make(None))
     compiled = engine.compile(LEVEL0)

@@ -33,10 +33,10 @@ HOG_CODE = "import sys,time\nend=time.time()+float(sys.argv[1])\nwhile time.time
 
 
 def _ladder(args: argparse.Namespace) -> list[str]:
-    from edgeagent.config import ModelConfig, _coerce
+    from edgeagent.config import ModelConfig, coerce
     from edgeagent.engine import CpuPlan, Engine
 
-    shape = _coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None
+    shape = coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None
     engine = Engine(ModelConfig(path=args.model, input_shape=shape), CpuPlan.make(None))
     return [lv.describe() for lv in engine.ladder(args.max_batch)]
 

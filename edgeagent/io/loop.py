@@ -1,0 +1,471 @@
+"""The I/O thread: poll → read → dispatch → complete → tick, nothing else.
+
+One frame's path: socket (receive timestamp) → :func:`~edgeagent.wire.parse_frame` → its source's
+slot (:mod:`edgeagent.io.slots`) → ``engine.submit`` on an idle infer request (zero copy) → OpenVINO
+callback → completion deque + eventfd wake → REQ reply, then PUB result (:mod:`edgeagent.io.results`)
+→ accounting, latency hook, window meter (:mod:`edgeagent.io.meter`) → at each window end the
+controller (:mod:`edgeagent.control`), whose target level goes to the switcher; the switcher's
+compiled model comes back through :meth:`IOLoop.post` and is swapped in once no job is in flight.
+
+Why one thread: ZeroMQ sockets are not thread-safe, the ROUTER that receives an imagezmq request
+must also send its reply, and every thread hand-off costs tens of microseconds on a small edge CPU.
+It never blocks on inference: while every request is busy, frames wait in their slots.
+
+Ownership: everything in :class:`IOLoop` belongs to the I/O thread, except the thread-safe entry
+points :meth:`IOLoop.post` and :meth:`IOLoop.request_stop`, and the fields other threads read:
+``in_flight`` and ``last_progress_s`` (plain numbers: GIL-atomic), ``view`` (an immutable snapshot,
+replaced at each swap) and ``stopped`` (an Event).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edgeagent.accounting import OVERFLOW_SOURCE, Accounting
+from edgeagent.config import Config, ModelConfig, SLAConfig
+from edgeagent.control import Controller
+from edgeagent.engine import Compiled, Completion, Engine
+from edgeagent.errors import BadFrame
+from edgeagent.io.meter import WindowMeter
+from edgeagent.io.results import Timing, encode_result
+from edgeagent.io.slots import Slots
+from edgeagent.io.sockets import Sockets, split_envelope
+from edgeagent.logs import RateLimiter, q
+from edgeagent.switcher import Swap, SwitchFailed
+from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
+
+log = logging.getLogger("edgeagent.io")
+
+TICK_MS = 100  # the loop checks for stop, failed jobs and window ends at least this often
+MAX_BURST = 256  # messages read from one socket before looking at completions again
+
+
+@dataclass(frozen=True)
+class NewSLA:
+    """Inbox event (a reload): the SLA and controller settings to use from now on."""
+
+    sla: SLAConfig
+
+
+@dataclass(frozen=True)
+class ReloadModel:
+    """Inbox event (a reload): compile this model at the running level and swap it in."""
+
+    model: ModelConfig
+
+
+Event = Swap | SwitchFailed | NewSLA | ReloadModel
+
+
+@dataclass(frozen=True)
+class LoopView:
+    """The running configuration as other threads see it (replaced at each swap)."""
+
+    level: int
+    exec: dict[str, Any]  # the compiled model's streams, requests, batch, threads, precision
+    switches: int = 0
+    last_switch_s: float = 0.0
+    auth_refused: int = 0
+
+
+def max_message_bytes(cfg: Config, limits: FrameLimits) -> int:
+    """ZMQ_MAXMSGSIZE for the ingest sockets. libzmq drops (disconnects) a peer whose message part
+    exceeds it before Python sees anything, so no error reply can be sent: it must stay well above
+    what deserves a named error. 8x the largest acceptable frame: a float64 frame still gets "dtype"."""
+    return cfg.ingest.max_message_bytes or 8 * limits.max_payload_bytes + cfg.ingest.max_header_bytes
+
+
+class IOLoop:
+    def __init__(
+        self,
+        cfg: Config,
+        sockets: Sockets,
+        engine: Engine,
+        compiled: Compiled,
+        level: int,
+        accounting: Accounting,
+        controller: Controller,
+        request_switch: Callable[[int, ModelConfig | None], None],
+        on_latency: Callable[[Timing], None] | None = None,
+    ) -> None:
+        """``request_switch(level, model)``: hands a level change (or a reload) to the switcher."""
+        self.ingest_cfg = cfg.ingest
+        self.results_cfg = cfg.results
+        self.engine_cfg = cfg.engine
+        self.sla: SLAConfig = cfg.sla
+        self.sockets = sockets
+        self.engine = engine
+        self.accounting = accounting
+        self.controller = controller
+        self._request_switch = request_switch
+        self.on_latency = on_latency
+        self.limits = FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes)
+        self.slots = Slots()
+        self.meter = WindowMeter(time.monotonic_ns(), level)
+        self.rate = RateLimiter(cfg.log.rate_limit_s)
+        self._initial = compiled
+        self._level = level
+        self._epoch = 0
+        self._exec_info: dict[str, Any] = {"level": level, **compiled.describe()}
+        self._output_names = [n for n, _t, _s in compiled.info.outputs]
+        self._seq: dict[str, int] = {}
+        self._swap: Swap | None = None  # compiled and queued: no job starts until it is swapped in
+        self._inbox: collections.deque[Event] = collections.deque()
+        self._completions: collections.deque[int] = collections.deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Read by other threads.
+        self.in_flight = 0
+        self.last_progress_s = time.monotonic()
+        self.view = LoopView(level, compiled.describe())
+        self.stopped = threading.Event()
+
+    # ------------------------------------------------------------------ other threads
+    def start(self, io_cpus: tuple[int, ...] | None = None) -> None:
+        """Start the I/O thread (pinned to ``io_cpus`` when given). The sockets must be bound."""
+        self._thread = threading.Thread(target=self.run, args=(io_cpus,), name="edgeagent-io", daemon=True)
+        self._thread.start()
+
+    def post(self, event: Event) -> None:
+        """Queue an event for the I/O thread (thread-safe: a deque append and an eventfd write)."""
+        self._inbox.append(event)
+        self._wake()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake()
+
+    def join(self, timeout_s: float) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            return not self._thread.is_alive()
+        return True
+
+    def _wake(self) -> None:
+        try:
+            os.eventfd_write(self._wake_fd, 1)
+        except OSError:  # closed: the loop has finished and nothing is left to wake
+            pass
+
+    def _on_done(self, job: int) -> None:
+        """OpenVINO's callback thread: only hand the finished job's number over."""
+        self._completions.append(job)
+        self._wake()
+
+    # ------------------------------------------------------------------ the I/O thread
+    def run(self, io_cpus: tuple[int, ...] | None = None) -> None:
+        try:
+            if io_cpus:
+                os.sched_setaffinity(0, io_cpus)
+            self.engine.activate(self._initial, self._on_done)
+            poller = zmq.Poller()
+            for s, _kind in self.sockets.ingest:
+                poller.register(s, zmq.POLLIN)
+            for m in self.sockets.monitors:
+                poller.register(m, zmq.POLLIN)
+            poller.register(self._wake_fd, zmq.POLLIN)
+            next_check = 0.0
+            while not self._stop.is_set():
+                events = dict(poller.poll(self._poll_timeout_ms()))
+                if self._wake_fd in events:
+                    _drain_eventfd(self._wake_fd)
+                self._handle_completions()
+                if self.in_flight and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + TICK_MS / 1000
+                    self._completions_done(self.engine.failed_jobs())
+                self._handle_inbox()
+                for s, kind in self.sockets.ingest:
+                    if s in events:
+                        self._read(s, kind == "listen")
+                for m in self.sockets.monitors:
+                    if m in events:
+                        self._count_refused(m)
+                self._dispatch()
+                self._tick_window()
+            self._shutdown(poller)
+        finally:
+            self.sockets.close()
+            self.stopped.set()
+            # The eventfd stays open: a late OpenVINO callback or post() may still write to it.
+
+    def _poll_timeout_ms(self) -> int:
+        if self._swap is None and self.engine.idle:
+            wait_ns = self.slots.wait_ns(time.monotonic_ns(), self.engine.batch, self._batch_wait_ns())
+            if wait_ns is not None:
+                return max(0, min(TICK_MS, wait_ns // 1_000_000 + 1))
+        return TICK_MS
+
+    def _batch_wait_ns(self) -> int:
+        """How long a partial batch may wait for more sources: a small, bounded share of the SLA."""
+        ms = self.engine_cfg.batch_wait_ms or 0.1 * self.sla.p99_ms
+        return int(min(ms, 0.25 * self.sla.p99_ms) * 1e6)
+
+    # ---- read
+    def _read(self, sock: zmq.Socket[Any], replies: bool, stopping: bool = False) -> None:
+        for _ in range(MAX_BURST):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            rx_ns = time.monotonic_ns()
+            envelope: list[Any] | None = None
+            if replies:
+                parts, envelope = split_envelope(parts)
+            try:
+                fresh_slot = self._accept(parts, envelope, sock, rx_ns, stopping)
+            except BadFrame as bad:
+                self._reject(bad, envelope, sock)
+            except Exception as exc:  # a bug: counted and answered, never the end of the thread
+                log.exception("event=ingest_failed")
+                self._reject(BadFrame("internal", f"{type(exc).__name__} while handling the message"), envelope, sock)
+            else:
+                if fresh_slot and self.engine.idle:
+                    self._dispatch()  # an idle request: start at once, before reading the next message
+
+    def _accept(
+        self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int, stopping: bool
+    ) -> bool:
+        """One received message: parse (raises BadFrame), count, and put it in its source's slot.
+        True when it filled an empty slot (worth starting a job at once)."""
+        frame = parse_frame(parts, self.limits, rx_ns)
+        frame.envelope = envelope
+        frame.reply_sock = sock if envelope is not None else None
+        label = self.accounting.label(frame.source)
+        if label == OVERFLOW_SOURCE:
+            raise BadFrame("sources", f"more than {self.ingest_cfg.max_sources} sources", frame.source)
+        if frame.seq < 0:
+            frame.seq = self._seq.get(frame.source, -1) + 1
+        self._seq[frame.source] = frame.seq
+        self.accounting.received(label)
+        if stopping:
+            self._drop(frame, "shutdown")
+            return False
+        old = self.slots.put(frame)
+        if old is not None:
+            self._drop(old, "stale")
+        return old is None
+
+    def _count_refused(self, monitor: zmq.Socket[Any]) -> None:
+        for endpoint in self.sockets.refused(monitor):
+            self.view = replace(self.view, auth_refused=self.view.auth_refused + 1)
+            self._warn("refused", f"event=peer_refused endpoint={q(endpoint)} reason=authentication")
+
+    # ---- answers
+    def _reply(self, sock: zmq.Socket[Any] | None, envelope: list[Any] | None, body: bytes) -> None:
+        if sock is None or envelope is None:
+            return
+        try:
+            self.sockets.reply(sock, envelope, body)
+        except zmq.ZMQError as exc:  # peer gone or its pipe full: nothing else to do for it
+            self._warn("reply_failed", f"event=reply_failed error={q(exc)}")
+
+    def _reject(self, bad: BadFrame, envelope: list[Any] | None, sock: zmq.Socket[Any]) -> None:
+        label = self.accounting.label(bad.source)
+        self.accounting.rejected(label, bad.reason)
+        self._warn(
+            f"reject:{bad.reason}:{label}",
+            f"event=frame_rejected source={q(bad.source or '-')} reason={bad.reason} detail={q(bad.detail)}",
+        )
+        self._reply(sock, envelope, error_reply(bad.reason, bad.detail, bad.source))
+
+    def _drop(self, frame: Frame, reason: str) -> None:
+        self.accounting.dropped(self.accounting.label(frame.source), reason)
+        self.meter.frame_dropped()
+        self._reply(frame.reply_sock, frame.envelope, error_reply(reason, f"frame {frame.seq} {reason}", frame.source))
+
+    def _warn(self, key: str, message: str) -> None:
+        suppressed = self.rate.allow(key)
+        if suppressed is not None:
+            log.warning("%s%s", message, f" suppressed={suppressed}" if suppressed else "")
+
+    # ---- dispatch
+    def _dispatch(self) -> None:
+        """Start jobs while an infer request is idle and frames are waiting (none while a swap is queued)."""
+        if self._swap is not None:
+            return
+        max_age_ns = int(self.ingest_cfg.max_frame_age_ms * 1e6)
+        while self.engine.idle and len(self.slots):
+            now_ns = time.monotonic_ns()
+            take = self.slots.take(now_ns, self.engine.batch, self._batch_wait_ns(), max_age_ns)
+            for frame in take.expired:
+                self._drop(frame, "expired")
+            if not take.frames:
+                return  # nothing waiting, or a partial batch waiting (bounded) for more sources
+            try:
+                self.engine.submit(take.frames)
+            except RuntimeError as exc:  # OpenVINO refused the job: answer and count, keep going
+                self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
+                for f in take.frames:
+                    self._drop(f, "error")
+                continue
+            self.in_flight += 1
+            self.meter.busy(not self.engine.idle, now_ns)
+
+    # ---- complete
+    def _handle_completions(self) -> None:
+        while self._completions:
+            self._completions_done([self.engine.complete(self._completions.popleft())])
+
+    def _completions_done(self, completions: list[Completion]) -> None:
+        for c in completions:
+            self.in_flight -= 1
+            self.meter.busy(False, time.monotonic_ns())
+            self.last_progress_s = time.monotonic()
+            if c.error is not None:
+                self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
+                for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
+                    self._drop(f, "error")
+                continue
+            for frame, outputs in zip(c.frames, c.outputs):
+                try:
+                    self._publish(frame, outputs, c)
+                except Exception:  # a bug: counted and answered, never the end of the thread
+                    log.exception("event=publish_failed source=%s seq=%d", q(frame.source), frame.seq)
+                    self._drop(frame, "error")
+
+    def _publish(self, frame: Frame, outputs: list[np.ndarray], c: Completion) -> None:
+        now_ns = time.monotonic_ns()
+        timing = Timing.of(frame.rx_ns, c.submit_ns, now_ns, c.infer_ms)
+        rc = self.results_cfg
+        body = encode_result(
+            frame,
+            outputs,
+            timing,
+            now_ns,
+            time.time_ns(),
+            self._exec_info,
+            self._output_names,
+            rc.topk if rc.postprocess == "topk" else 0,
+        )
+        # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
+        self._reply(frame.reply_sock, frame.envelope, b"OK" if self.ingest_cfg.reply == "ok" else body)
+        parts: list[Any] = [frame.source.encode(), body]
+        if rc.send_outputs:
+            parts.extend(outputs)
+        self.sockets.publish(parts)
+        self.accounting.processed(self.accounting.label(frame.source))
+        self.meter.frame_done(timing.total_ms)
+        if self.on_latency is not None:
+            try:
+                self.on_latency(timing)
+            except Exception:  # a metrics hook must never cost a frame or the thread
+                if self.rate.allow("hook:on_latency") is not None:
+                    log.exception("event=hook_failed hook=on_latency")
+
+    # ---- control: inbox, swap, window
+    def _handle_inbox(self) -> None:
+        while self._inbox:
+            ev = self._inbox.popleft()
+            if isinstance(ev, Swap):
+                self._swap = ev  # the newest wins; applied below once no job is in flight
+            elif isinstance(ev, SwitchFailed):
+                if not ev.reload:
+                    self.controller.on_failed(ev.level)
+            elif isinstance(ev, NewSLA):
+                self.sla = ev.sla
+                self.controller.set_sla(ev.sla)
+            else:
+                self._request_switch(self._level, ev.model)
+        if self._swap is not None and self.in_flight == 0:
+            self._apply_swap(self._swap)
+            self._swap = None
+
+    def _apply_swap(self, swap: Swap) -> None:
+        """Drained: activate the new model's requests, start a new window, confirm to the controller."""
+        compiled = swap.compiled
+        old = self.engine.active
+        self.engine.activate(compiled, self._on_done)
+        if compiled.info.frame_hw != self.limits.frame_hw:
+            # A reloaded model takes another frame size: waiting frames of the old size cannot run.
+            self.limits = FrameLimits(compiled.info.frame_hw, self.ingest_cfg.max_header_bytes)
+            for frame in self.slots.remove_if(lambda f: f.image.shape[:2] != compiled.info.frame_hw):
+                self._drop(frame, "reconfigured")
+        now_ns = time.monotonic_ns()
+        self._level = swap.level
+        self._epoch += 1
+        self.meter.restart(now_ns, swap.level, self._epoch)
+        self.controller.on_swapped(swap.level)
+        self._exec_info = {"level": swap.level, **compiled.describe()}
+        self._output_names = [n for n, _t, _s in compiled.info.outputs]
+        switch_s = (now_ns - swap.asked_ns) / 1e9
+        self.view = replace(
+            self.view,
+            level=swap.level,
+            exec=compiled.describe(),
+            switches=self.view.switches + 1,
+            last_switch_s=switch_s,
+        )
+        log.info(
+            "event=level_switched level=%d %s switch_ms=%.2f reload=%s from=%s",
+            swap.level,
+            " ".join(f"{k}={v}" for k, v in compiled.describe().items()),
+            switch_s * 1e3,
+            swap.reload,
+            q(old.level.describe() if old else "-"),
+        )
+
+    def _tick_window(self) -> None:
+        ws = self.meter.close_if_due(time.monotonic_ns(), self.sla)
+        if ws is None:
+            return
+        met = ws.met(self.sla.p99_ms)
+        log.log(
+            logging.DEBUG if met else logging.INFO,
+            "event=window level=%d frames=%d dropped=%d p50_ms=%.2f p95_ms=%.2f p99_ms=%.2f max_ms=%.2f "
+            "goodput_fps=%.1f busy=%.2f met=%s",
+            ws.level,
+            ws.frames,
+            ws.dropped,
+            ws.p50_ms,
+            ws.p95_ms,
+            ws.p99_ms,
+            ws.max_ms,
+            ws.goodput_fps,
+            ws.busy_fraction,
+            met,
+        )
+        try:
+            target = self.controller.on_window(ws)
+        except Exception:  # a policy bug must not stop the frames: log it, keep the level
+            if self.rate.allow("controller") is not None:
+                log.exception("event=controller_failed")
+            return
+        if target is not None:
+            self._request_switch(target, None)
+
+    # ---- stop
+    def _shutdown(self, poller: zmq.Poller) -> None:
+        """Stop taking frames, finish in-flight jobs, answer everyone, publish what completed."""
+        for frame in self.slots.remove_if(lambda f: True):
+            self._drop(frame, "shutdown")
+        deadline = time.monotonic() + 4.0
+        while (self.in_flight > 0 or self._completions) and time.monotonic() < deadline:
+            events = dict(poller.poll(20))
+            if self._wake_fd in events:
+                _drain_eventfd(self._wake_fd)
+            self._handle_completions()
+            for s, kind in self.sockets.ingest:  # answer late requests instead of leaving senders waiting
+                if s in events:
+                    self._read(s, kind == "listen", stopping=True)
+        for s, kind in self.sockets.ingest:
+            self._read(s, kind == "listen", stopping=True)
+        if self.in_flight:
+            log.error("event=shutdown_incomplete in_flight=%d", self.in_flight)
+
+
+def _drain_eventfd(fd: int) -> None:
+    try:
+        os.eventfd_read(fd)
+    except BlockingIOError:
+        pass

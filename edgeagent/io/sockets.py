@@ -1,0 +1,147 @@
+"""The agent's ZeroMQ sockets: bind/connect, replies, results, refused peers, close.
+
+One vocabulary for socket kinds, the config's own key names: ``listen`` (a ROUTER bound for imagezmq
+REQ/REP senders and native REQ), ``pull`` (a PULL bound for native PUSH), ``connect`` (a SUB connected
+to imagezmq PUB/SUB senders and native PUB) and ``publish`` (the results PUB). ``security.curve_exempt``
+uses the same names.
+
+Owner: :meth:`Sockets.bind` runs on the main thread before the I/O thread starts; from then on only
+the I/O thread touches the sockets (pyzmq sockets are not thread-safe) until :meth:`Sockets.close`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from edgeagent.config import Config
+from edgeagent.errors import EndpointError
+from edgeagent.security import Guard
+
+Kind = Literal["listen", "pull", "connect", "publish"]
+PUB_SNDHWM = 256  # results per subscriber buffered before PUB drops (it never blocks)
+
+
+class Sockets:
+    def __init__(
+        self, cfg: Config, max_message_bytes: int, guard: Guard | None = None, ctx: zmq.Context[Any] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.max_message_bytes = max_message_bytes
+        self.guard = guard
+        self.ctx: zmq.Context[Any] = ctx or zmq.Context.instance()  # inproc:// endpoints need the peer's context
+        self.ingest: list[tuple[zmq.Socket[Any], Kind]] = []
+        self.pub: zmq.Socket[Any] | None = None
+        # Socket monitors that report refused handshakes (a CURVE key or address ZAP refused).
+        self.monitors: list[zmq.Socket[Any]] = []
+
+    def bind(self) -> None:
+        """Create, bind and connect every socket. Raises EndpointError naming the endpoints."""
+        ic = self.cfg.ingest
+
+        def make(kind: Kind, zmq_type: int) -> zmq.Socket[Any]:
+            s: zmq.Socket[Any] = self.ctx.socket(zmq_type)
+            if self.guard is not None and kind != "connect":
+                self.guard.apply(s, kind)
+                self._monitor(s)
+            s.setsockopt(zmq.LINGER, 0)
+            if kind != "publish":
+                s.setsockopt(zmq.RCVHWM, ic.rcvhwm)
+                s.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+                self.ingest.append((s, kind))
+            return s
+
+        try:
+            for ep in ic.listen:
+                unlink_stale_ipc(ep)
+                make("listen", zmq.ROUTER).bind(ep)
+            for ep in ic.pull:
+                unlink_stale_ipc(ep)
+                make("pull", zmq.PULL).bind(ep)
+            for ep in ic.connect:
+                s = make("connect", zmq.SUB)
+                s.setsockopt(zmq.SUBSCRIBE, b"")
+                s.connect(ep)
+            if self.cfg.results.publish:
+                unlink_stale_ipc(self.cfg.results.publish)
+                self.pub = make("publish", zmq.PUB)
+                self.pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+                self.pub.bind(self.cfg.results.publish)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise EndpointError(f"cannot open endpoint: {exc} ({', '.join(all_endpoints(self.cfg))})") from None
+
+    def _monitor(self, sock: zmq.Socket[Any]) -> None:
+        if self.guard is not None and self.guard.auth is not None:
+            self.monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH))
+
+    def endpoints(self) -> dict[str, list[str]]:
+        """Actual endpoints by kind (after binding port 0 or wildcards), for logs and tests."""
+        out: dict[str, list[str]] = {}
+        socks: list[tuple[zmq.Socket[Any], Kind]] = list(self.ingest)
+        if self.pub is not None:
+            socks.append((self.pub, "publish"))
+        for s, kind in socks:
+            out.setdefault(kind, []).append(s.getsockopt_string(zmq.LAST_ENDPOINT))
+        return out
+
+    def refused(self, monitor: zmq.Socket[Any]) -> list[str]:
+        """Read a monitor's pending events: the endpoints on which a peer's handshake was refused."""
+        out = []
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            out.append(event["endpoint"].decode(errors="replace"))
+        return out
+
+    @staticmethod
+    def reply(sock: zmq.Socket[Any], envelope: list[Any], body: bytes) -> None:
+        """Answer a REQ/DEALER peer on the ROUTER its request came in on; raises zmq.ZMQError when the
+        peer is gone or its pipe is full (the caller counts and logs)."""
+        sock.send_multipart([*envelope, body], zmq.NOBLOCK)
+
+    def publish(self, parts: list[Any]) -> None:
+        """Send a result to subscribers; never blocks (a full subscriber pipe drops it)."""
+        if self.pub is not None:
+            try:
+                self.pub.send_multipart(parts, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
+
+    def close(self) -> None:
+        """Close sockets; ROUTER and PUB linger briefly so the last replies and results go out."""
+        for s, kind in self.ingest:
+            if not s.closed:
+                s.close(linger=500 if kind == "listen" else 0)
+        if self.pub is not None and not self.pub.closed:
+            self.pub.close(linger=500)
+        for m in self.monitors:
+            m.close(linger=0)
+
+
+def split_envelope(parts: list[Any]) -> tuple[list[Any], list[Any]]:
+    """ROUTER messages: [identity, b"", body...] from REQ, [identity, body...] from DEALER."""
+    for i, p in enumerate(parts[:4]):
+        if len(p) == 0:
+            return parts[i + 1 :], [bytes(x.bytes) for x in parts[: i + 1]]
+    return parts[1:], [bytes(parts[0].bytes)] if parts else []
+
+
+def unlink_stale_ipc(endpoint: str) -> None:
+    """ipc:// socket files outlive a crashed process; binding over one fails, so remove it first."""
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        try:
+            if os.path.exists(path) and not os.path.isdir(path):
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def all_endpoints(cfg: Config) -> list[str]:
+    eps = [*cfg.ingest.listen, *cfg.ingest.pull, *cfg.ingest.connect]
+    if cfg.results.publish:
+        eps.append(cfg.results.publish)
+    return eps
