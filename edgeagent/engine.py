@@ -235,7 +235,9 @@ class Engine:
             requests.append(req)
         self.requests = requests
         self.idle = list(range(len(requests)))[::-1]
-        self._jobs: dict[int, tuple[list[Frame], int]] = {}
+        # job → (frames, submit time, input tensor). The tensor shares the input's memory, and OpenVINO does not
+        # keep that memory alive: a stacked batch would be freed (and overwritten) mid-inference without it.
+        self._jobs: dict[int, tuple[list[Frame], int, ov.Tensor]] = {}
         self.active = compiled
 
     @property
@@ -252,17 +254,18 @@ class Engine:
         job = self.idle[-1]
         data = batch_input([f.image for f in frames], self.active.level.batch)
         req = self.requests[job]
-        req.set_input_tensor(ov.Tensor(data, shared_memory=True))
+        tensor = ov.Tensor(data, shared_memory=True)
+        req.set_input_tensor(tensor)
         submit_ns = time.monotonic_ns()
         req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
         self.idle.pop()
-        self._jobs[job] = (frames, submit_ns)
+        self._jobs[job] = (frames, submit_ns, tensor)
 
     def complete(self, job: int) -> Completion:
         """Owner thread, after ``on_done(job)``: collect the outputs (copied: the request is reused)
         and return the request to the idle pool."""
         req = self.requests[job]
-        frames, submit_ns = self._jobs.pop(job)
+        frames, submit_ns, _tensor = self._jobs.pop(job)
         try:
             req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
@@ -284,7 +287,7 @@ class Engine:
             try:
                 self.requests[job].wait_for(0)
             except RuntimeError as exc:
-                frames, submit_ns = self._jobs.pop(job)
+                frames, submit_ns, _tensor = self._jobs.pop(job)
                 self.idle.append(job)
                 failed.append(Completion(frames, [], submit_ns, 0.0, error=str(exc)[:200]))
         return failed

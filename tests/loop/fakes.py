@@ -1,0 +1,187 @@
+"""The I/O loop in-process: real ZeroMQ sockets over inproc://, a fake or a real engine.
+
+The fake engine runs the real batch assembly and output split (``batch_input``/``split_outputs``) but
+finishes a job only when the test says so, so batching, expiry, draining and swaps are driven event
+by event, with no timing assumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from edgeagent.accounting import Accounting
+from edgeagent.config import Config, EngineConfig, IngestConfig, ResultsConfig, SLAConfig
+from edgeagent.control import Controller
+from edgeagent.engine import Completion, batch_input, split_outputs
+from edgeagent.io.loop import IOLoop
+from edgeagent.io.sockets import Sockets
+from edgeagent.models import ModelInfo
+from edgeagent.switcher import Swap
+from edgeagent.tuner import ExecLevel, derive_ladder
+from edgeagent.wire import Frame, encode_native
+
+LADDER = derive_ladder(2, 2, 2, 1, max_batch=4)  # (1,1,1) (1,2,1) (2,3,1) (2,3,2) (2,3,4)
+_ids = itertools.count()
+
+
+def info(hw: tuple[int, int] = (8, 8)) -> ModelInfo:
+    return ModelInfo("fake", "fake", "input", (1, 3, *hw), hw, False, None, None, (("mean", "f32", (1, 1)),))
+
+
+@dataclass
+class FakeCompiled:
+    """What the loop reads of a compiled model."""
+
+    level: ExecLevel
+    info: ModelInfo = field(default_factory=info)
+    streams: int = 1
+
+    def describe(self) -> dict[str, Any]:
+        return {"streams": self.streams, "requests": self.level.requests, "batch": self.level.batch}
+
+
+class FakeEngine:
+    """The engine's owner-thread interface. Output per frame: the mean of its image (so a result can be
+    matched to its frame), through the real batch stacking, padding and split."""
+
+    def __init__(self) -> None:
+        self.active: FakeCompiled | None = None
+        self.idle: list[int] = []
+        self.jobs: dict[int, tuple[list[Frame], np.ndarray, int]] = {}
+        self.started: list[list[Frame]] = []  # every job's frames, in start order (any thread reads)
+        self.activations: list[FakeCompiled] = []
+        self._on_done: Callable[[int], None] | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.active.level.batch if self.active else 1
+
+    def activate(self, compiled: FakeCompiled, on_done: Callable[[int], None]) -> None:
+        assert not self.jobs, "activated with jobs in flight"
+        self.active = compiled
+        self.idle = list(range(compiled.level.requests))[::-1]
+        self._on_done = on_done
+        self.activations.append(compiled)
+
+    def submit(self, frames: list[Frame]) -> None:
+        data = batch_input([f.image for f in frames], self.batch)
+        job = self.idle.pop()
+        self.jobs[job] = (frames, data, time.monotonic_ns())
+        self.started.append(frames)
+
+    def finish(self, n: int = 1) -> None:
+        """Test thread: let the ``n`` oldest running jobs finish (OpenVINO's callback thread's part)."""
+        assert self._on_done is not None
+        for job in sorted(self.jobs, key=lambda j: self.jobs[j][2])[:n]:
+            self._on_done(job)
+
+    def complete(self, job: int) -> Completion:
+        frames, data, submit_ns = self.jobs.pop(job)
+        self.idle.append(job)
+        means = data.reshape(data.shape[0], -1).mean(axis=1, keepdims=True).astype(np.float32)
+        return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, 1.0)
+
+    def failed_jobs(self) -> list[Completion]:
+        return []
+
+
+class Harness:
+    """An IOLoop on its own thread, fed over inproc:// PUSH and REQ/DEALER sockets, results on a SUB."""
+
+    def __init__(self, engine: Any, compiled: Any, level: int, cfg: Config) -> None:
+        n = next(_ids)
+        self.ctx: zmq.Context[Any] = zmq.Context.instance()
+        self.pull_ep, self.listen_ep, self.pub_ep = (f"inproc://loop{n}-{k}" for k in ("pull", "listen", "pub"))
+        cfg = dataclasses.replace(
+            cfg,
+            ingest=dataclasses.replace(cfg.ingest, listen=(self.listen_ep,), pull=(self.pull_ep,), connect=()),
+            results=dataclasses.replace(cfg.results, publish=self.pub_ep),
+        )
+        self.cfg = cfg
+        self.engine = engine
+        self.accounting = Accounting(cfg.ingest.max_sources)
+        self.switch_requests: list[tuple[int, Any]] = []
+        self.controller = Controller(cfg.sla, LADDER, level, interference=lambda: 0.0)
+        self.sockets = Sockets(cfg, 64 << 20, ctx=self.ctx)
+        self.sockets.bind()
+        self.loop = IOLoop(
+            cfg,
+            self.sockets,
+            engine,
+            compiled,
+            level,
+            self.accounting,
+            self.controller,
+            lambda lv, model: self.switch_requests.append((lv, model)),
+        )
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(self.pub_ep)
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.connect(self.pull_ep)
+        self.loop.start()
+        self.results: list[dict[str, Any]] = []
+
+    def send(self, source: str, seq: int, image: np.ndarray) -> None:
+        self.push.send_multipart(encode_native(source, seq, image))
+
+    def dealer(self) -> zmq.Socket[Any]:
+        d = self.ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.connect(self.listen_ep)
+        return d
+
+    def wait(self, what: str, pred: Callable[[], bool], timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not pred():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; accounting {self.accounting.snapshot()}")
+            time.sleep(0.002)
+
+    def collect(self, n: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
+        """Until ``n`` results have been published in all (with their first output appended)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.results) < n:
+            assert self.sub.poll(max(1, int((deadline - time.monotonic()) * 1000))), f"{len(self.results)} of {n}"
+            _topic, header, *tensors = self.sub.recv_multipart()
+            h = json.loads(header)
+            h["output0"] = np.frombuffer(tensors[0], np.float32).reshape(h["outputs"][0]["shape"]) if tensors else None
+            self.results.append(h)
+        return self.results
+
+    def counts(self, source: str) -> dict[str, Any]:
+        return self.accounting.snapshot().get(source, {"received": 0, "processed": 0, "dropped": {}, "rejected": {}})
+
+    def close(self) -> None:
+        self.loop.request_stop()
+        assert self.loop.join(10), "the I/O thread did not stop"
+        for s in (self.sub, self.push):
+            s.close(linger=0)
+
+
+def make_config(**sla: Any) -> Config:
+    batch_wait_ms = sla.pop("batch_wait_ms", 0.0)
+    max_frame_age_ms = sla.pop("max_frame_age_ms", 0.0)
+    return Config(
+        ingest=IngestConfig(max_frame_age_ms=max_frame_age_ms),
+        results=ResultsConfig(),
+        engine=EngineConfig(batch_wait_ms=batch_wait_ms),
+        sla=SLAConfig(**{"p99_ms": 1000.0, "window_s": 600.0, **sla}),
+    )
+
+
+def image(value: int, hw: tuple[int, int] = (8, 8)) -> np.ndarray:
+    return np.full((*hw, 3), value, np.uint8)
+
+
+def swap_to(level: int, hw: tuple[int, int] = (8, 8)) -> Swap:
+    return Swap(FakeCompiled(LADDER[level], info(hw)), level, reload=hw != (8, 8), asked_ns=time.monotonic_ns())  # type: ignore[arg-type]

@@ -1,0 +1,191 @@
+"""The I/O loop in-process: batches, the batch-forming wait, expired and reconfigured drops, and the
+level-change protocol (request → queue → drain → swap → confirm), event by event with a fake engine."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgeagent.switcher import SwitchFailed
+from edgeagent.wire import encode_native
+
+from .fakes import Harness, image, swap_to
+
+MS = 1_000_000
+
+
+def saturate_until_a_level_request(h: Harness) -> int:
+    """Windows with results and every request busy (demand) until the controller asks for a level;
+    then one more frame starts and stays in flight. Returns the frames sent."""
+    seq = 0
+    deadline = time.monotonic() + 20
+    while not h.switch_requests:
+        assert time.monotonic() < deadline, "no level request"
+        h.send("cam", seq, image(seq % 250))
+        seq += 1
+        h.wait(f"frame {seq} started", lambda n=seq: len(h.engine.started) == n)  # type: ignore[misc]
+        h.engine.finish()
+        h.wait(f"frame {seq} done", lambda n=seq: h.counts("cam")["processed"] == n)  # type: ignore[misc]
+    h.send("cam", seq, image(seq % 250))
+    h.wait("the last job", lambda: len(h.engine.started) == seq + 1)
+    return seq + 1
+
+
+def test_a_batch_level_stacks_sources_into_one_job_and_splits_results_per_frame(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=4, batch_wait_ms=10_000)  # batch 4; a partial batch would wait for ever here
+    for i, value in enumerate((10, 20, 30, 40)):
+        h.send(f"cam{i}", 0, image(value))
+    h.wait("one job", lambda: len(h.engine.started) == 1)
+    assert [f.source for f in h.engine.started[0]] == ["cam0", "cam1", "cam2", "cam3"]
+    h.engine.finish()
+    results = h.collect(4)
+    by_source = {r["source"]: r for r in results}
+    for i, value in enumerate((10, 20, 30, 40)):
+        r = by_source[f"cam{i}"]
+        assert r["output0"].tolist() == [[float(value)]]  # each frame got its own row, not a neighbour's
+        assert r["exec"]["batch"] == 4 and r["exec"]["level"] == 4
+    h.wait("accounting", lambda: all(h.counts(f"cam{i}")["processed"] == 1 for i in range(4)))
+
+
+def test_a_partial_batch_waits_for_more_sources_then_goes_padded(harness: Callable[..., Harness]) -> None:
+    wait_ms = 150.0
+    h = harness(level=4, batch_wait_ms=wait_ms)
+    t0 = time.monotonic_ns()
+    h.send("a", 0, image(7))
+    h.send("b", 0, image(9))
+    h.wait("a partial batch", lambda: len(h.engine.started) == 1)
+    frames = h.engine.started[0]
+    job_start_ns = h.engine.jobs[next(iter(h.engine.jobs))][2]
+    assert [f.source for f in frames] == ["a", "b"]
+    assert job_start_ns - frames[0].rx_ns >= wait_ms * MS  # it waited its bounded time for more sources
+    assert job_start_ns - t0 >= wait_ms * MS
+    h.engine.finish()
+    results = h.collect(2)
+    assert sorted(float(r["output0"][0, 0]) for r in results) == [7.0, 9.0]  # padded rows were not published
+    assert len(h.results) == 2
+
+
+def test_frames_older_than_max_frame_age_are_dropped_as_expired_and_answered(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=0, max_frame_age_ms=50.0)
+    h.send("busy", 0, image(1))
+    h.wait("the first job", lambda: len(h.engine.started) == 1)
+    d = h.dealer()
+    d.send_multipart([b"", *encode_native("late", 0, image(2))])
+    h.wait("the late frame received", lambda: h.counts("late")["received"] == 1)
+    time.sleep(0.08)  # longer than max_frame_age_ms while the only request is busy
+    h.engine.finish()
+    assert d.poll(10_000)
+    reply = json.loads(d.recv_multipart()[-1])
+    assert (reply["status"], reply["reason"], reply["source"]) == ("dropped", "expired", "late")
+    h.wait("accounting", lambda: h.counts("late")["dropped"] == {"expired": 1})
+    assert h.counts("busy")["processed"] == 1 and len(h.engine.started) == 1  # the expired frame never ran
+    d.close()
+
+
+def test_a_newer_frame_replaces_a_waiting_one_as_stale(harness: Callable[..., Harness]) -> None:
+    h = harness(level=0)
+    h.send("cam", 0, image(1))
+    h.wait("the first job", lambda: len(h.engine.started) == 1)
+    for seq in (1, 2, 3):
+        h.send("cam", seq, image(1 + seq))
+    h.wait("all received", lambda: h.counts("cam")["received"] == 4)
+    h.engine.finish()
+    h.wait("the newest frame started", lambda: len(h.engine.started) == 2)
+    assert h.engine.started[1][0].seq == 3
+    h.engine.finish()
+    assert [r["seq"] for r in h.collect(2)] == [0, 3]
+    h.wait("accounting", lambda: h.counts("cam")["processed"] == 2)  # counted right after publishing
+    assert h.counts("cam")["dropped"] == {"stale": 2}
+
+
+def test_level_change_protocol_drains_then_swaps_and_loses_no_frame(harness: Callable[..., Harness]) -> None:
+    h = harness(level=0, adaptive=True, window_s=0.05, min_frames=1, up_windows=1, busy_demand=0.01)
+    # 1-2. decide + request: saturated windows with results ask the switcher for level 1.
+    n = saturate_until_a_level_request(h)
+    assert h.switch_requests == [(1, None)] and h.controller.view.pending == 1
+    # 3-4. compiled and queued; 5. drain: while the old job runs, no new job starts.
+    h.loop.post(swap_to(1))
+    h.send("cam", n, image(1))
+    h.wait(f"frame {n} received", lambda: h.counts("cam")["received"] == n + 1)
+    time.sleep(0.05)
+    assert len(h.engine.started) == n and len(h.engine.activations) == 1
+    # 6. swap once the in-flight job finishes; 7. confirm: the controller and the view follow.
+    h.engine.finish()
+    h.wait("the swap", lambda: len(h.engine.activations) == 2)
+    h.wait("the waiting frame started at the new level", lambda: len(h.engine.started) == n + 1)
+    assert h.loop.view.level == 1 and h.loop.view.switches == 1 and h.controller.view.running == 1
+    assert h.controller.view.pending is None and h.loop.meter.level == 1 and h.loop.meter.epoch == 1
+    h.engine.finish()
+    results = h.collect(n + 1)
+    assert [(r["exec"]["level"], r["exec"]["requests"]) for r in results[-2:]] == [(0, 1), (1, 2)]
+    assert [r["seq"] for r in results] == list(range(n + 1))  # none lost, none repeated, in order
+    h.wait("accounting", lambda: h.counts("cam")["processed"] == n + 1)
+    assert h.counts("cam")["received"] == n + 1 and not h.counts("cam")["dropped"]
+
+
+def test_a_failed_compile_clears_the_request_and_the_level_stays(harness: Callable[..., Harness]) -> None:
+    h = harness(level=0, adaptive=True, window_s=0.05, min_frames=1, up_windows=1, busy_demand=0.01)
+    n = saturate_until_a_level_request(h)
+    h.loop.post(SwitchFailed(1, reload=False, error="no memory"))
+    h.wait("the request settled", lambda: h.controller.view.pending is None)
+    assert h.controller.state.backoff_until.get(1, 0) > h.controller.state.window_index
+    h.engine.finish()
+    assert h.collect(n)[-1]["exec"]["level"] == 0 and len(h.engine.activations) == 1
+    assert h.switch_requests == [(1, None)]  # level 1 is backed off: not asked for again at once
+
+
+def test_a_reload_to_another_frame_size_drops_waiting_frames_as_reconfigured(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=0)
+    h.send("a", 0, image(1))
+    h.wait("the first job", lambda: len(h.engine.started) == 1)
+    d = h.dealer()
+    d.send_multipart([b"", *encode_native("b", 0, image(2))])  # waits: the only request is busy
+    h.wait("b waiting", lambda: h.counts("b")["received"] == 1)
+    h.loop.post(swap_to(0, hw=(10, 12)))  # a reloaded model that takes 12x10 frames
+    h.engine.finish()
+    assert d.poll(10_000)
+    reply = json.loads(d.recv_multipart()[-1])
+    assert (reply["status"], reply["reason"]) == ("dropped", "reconfigured")
+    # The new size is accepted on the same socket, the old one is refused with a named reason.
+    h.send("a", 1, image(3, hw=(10, 12)))
+    h.wait("the new size started", lambda: len(h.engine.started) == 2)
+    d.send_multipart([b"", *encode_native("b", 1, image(2))])
+    assert d.poll(10_000)
+    assert json.loads(d.recv_multipart()[-1])["reason"] == "shape"
+    h.engine.finish()
+    assert [r["seq"] for r in h.collect(2)] == [0, 1]
+    d.close()
+
+
+def test_every_frame_is_accounted_for_under_a_flood_at_a_batch_level(harness: Callable[..., Harness]) -> None:
+    h = harness(level=4, batch_wait_ms=1.0)
+    sent = 0
+    for seq in range(60):
+        for cam in range(3):
+            h.send(f"cam{cam}", seq, image(seq))
+            sent += 1
+        if seq % 5 == 0:
+            h.engine.finish(3)
+    received = lambda: sum(h.counts(f"cam{c}")["received"] for c in range(3))  # noqa: E731
+    h.wait("all received", lambda: received() == sent)
+
+    def settled() -> bool:
+        h.engine.finish(3)
+        counts: list[dict[str, Any]] = [h.counts(f"cam{c}") for c in range(3)]
+        return all(c["received"] == c["processed"] + sum(c["dropped"].values()) for c in counts)
+
+    h.wait("every frame processed or dropped", settled)
+    processed = sum(h.counts(f"cam{c}")["processed"] for c in range(3))
+    results = h.collect(processed)
+    assert all(float(r["output0"][0, 0]) == r["seq"] for r in results)  # each result is its own frame's
+    assert processed > 0 and np.all([len(job) <= 4 for job in h.engine.started])
