@@ -352,11 +352,19 @@ max_batch = 4
 batch_wait_ms = 0.0                       # 0: a small share of the SLA
 
 [sla]
-p99_ms = 30.0
-window_s = 1.0
-min_frames = 50
-headroom = 0.8
-adaptive = false
+p99_ms = 30.0                             # the SLA: end-to-end p99 inside the agent
+adaptive = false                          # enlarge throughput settings while the SLA holds
+window_s = 1.0                            # control window
+min_frames = 50                           # fewer results: the window is extended (up to 5x)
+headroom = 0.8                            # step up only while p99 <= headroom x SLA
+up_windows = 2                            # good windows with demand before stepping up
+busy_demand = 0.8                         # demand: drops, or every request busy this share of a window
+idle_windows = 3                          # windows without demand before stepping down
+backoff_base_windows = 2                  # a level that broke the SLA waits 2, 4, 8 ... windows
+backoff_max_windows = 64
+memory_windows = 120                      # how long a level's failure at a load is remembered
+load_tolerance = 0.1
+interference_tolerance = 0.15
 
 [metrics]
 listen = "127.0.0.1:9110"                 # Prometheus endpoint; "" disables
