@@ -153,9 +153,11 @@ class IOLoop:
         return True
 
     def _wake(self) -> None:
+        # The eventfd is never closed: a late OpenVINO callback or post() may still write to it after
+        # the loop has ended, and a closed descriptor number could meanwhile belong to another file.
         try:
             os.eventfd_write(self._wake_fd, 1)
-        except OSError:  # closed: the loop has finished and nothing is left to wake
+        except BlockingIOError:  # the counter is saturated (unread for 2**64 - 2 wakes): awake anyway
             pass
 
     def _on_done(self, job: int) -> None:
@@ -197,7 +199,6 @@ class IOLoop:
         finally:
             self.sockets.close()
             self.stopped.set()
-            # The eventfd stays open: a late OpenVINO callback or post() may still write to it.
 
     def _poll_timeout_ms(self) -> int:
         if self._swap is None and self.engine.idle:
