@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class FakeEngine:
         self.started: list[list[Frame]] = []  # every job's frames, in start order (any thread reads)
         self.activations: list[FakeCompiled] = []
         self._on_done: Callable[[int], None] | None = None
+        self._lock = threading.Lock()  # jobs are started by the I/O thread and finished by the test's
+        self._finished: set[int] = set()  # told done, not yet completed: a callback fires once per job
 
     @property
     def batch(self) -> int:
@@ -74,19 +77,25 @@ class FakeEngine:
 
     def submit(self, frames: list[Frame]) -> None:
         data = batch_input([f.image for f in frames], self.batch)
-        job = self.idle.pop()
-        self.jobs[job] = (frames, data, time.monotonic_ns())
-        self.started.append(frames)
+        with self._lock:
+            job = self.idle.pop()
+            self.jobs[job] = (frames, data, time.monotonic_ns())
+            self.started.append(frames)
 
     def finish(self, n: int = 1) -> None:
         """Test thread: let the ``n`` oldest running jobs finish (OpenVINO's callback thread's part)."""
         assert self._on_done is not None
-        for job in sorted(self.jobs, key=lambda j: self.jobs[j][2])[:n]:
+        with self._lock:
+            running = sorted((j for j in self.jobs if j not in self._finished), key=lambda j: self.jobs[j][2])[:n]
+            self._finished.update(running)
+        for job in running:
             self._on_done(job)
 
     def complete(self, job: int) -> Completion:
-        frames, data, submit_ns = self.jobs.pop(job)
-        self.idle.append(job)
+        with self._lock:
+            frames, data, submit_ns = self.jobs.pop(job)
+            self._finished.discard(job)
+            self.idle.append(job)
         means = data.reshape(data.shape[0], -1).mean(axis=1, keepdims=True).astype(np.float32)
         return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, 1.0)
 
