@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,9 @@ import numpy as np
 import zmq
 
 from edgeagent.publisher import Publisher
-
-from .conftest import AgentProcess
-from .test_e2e import accounting_holds
+from tests.helpers import HOG, AgentProcess, accounting_holds, wait_until
 
 IMG = np.random.default_rng(9).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-HOG = "import sys,time\nend=time.time()+float(sys.argv[1])\nwhile time.time()<end: pass\n"
 
 
 class Load:
@@ -69,21 +67,22 @@ class Load:
         return {p.source: p.seq - p.dropped for p in self.pubs}
 
 
-def wait_level(agent: AgentProcess, pred: Any, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        lv = agent.scrape().get("edgeagent_level", 0)
-        if pred(lv):
-            return float(lv)
-        time.sleep(0.2)
-    raise AssertionError("level condition not reached:\n" + agent.log())
+def wait_level(agent: AgentProcess, pred: Callable[[float], bool], timeout_s: float) -> float:
+    """Until the agent's level satisfies ``pred``; returns that level."""
+    levels: list[float] = []
+
+    def reached() -> bool:
+        levels.append(float(agent.scrape().get("edgeagent_level", 0)))
+        return pred(levels[-1])
+
+    wait_until(reached, timeout_s, lambda: f"a level condition (levels seen {sorted(set(levels))})", agent.log, 0.2)
+    return levels[-1]
 
 
 def settle_and_check(agent: AgentProcess, load: Load) -> None:
     """After the load: every frame accounted for, none processed twice."""
     sent = load.sent()
-    agent.wait_received(sent)
-    per = accounting_holds(agent)
+    per = accounting_holds(agent, sent)
     for s, n in sent.items():
         assert per[s]["received"] == n
         seqs = [r["seq"] for r in load.results if r["source"] == s]

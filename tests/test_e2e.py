@@ -13,36 +13,9 @@ import simplejpeg
 import zmq
 
 from edgeagent.publisher import Publisher
-
-from .conftest import AgentProcess, free_port
+from tests.helpers import accounting_holds, free_port, recv_result, subscriber
 
 IMG = np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-
-
-def subscriber(agent: AgentProcess, topic: bytes = b"") -> zmq.Socket[Any]:
-    s = zmq.Context.instance().socket(zmq.SUB)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.SUBSCRIBE, topic)
-    s.connect(agent.results)
-    time.sleep(0.3)  # PUB/SUB slow joiner: let the subscription reach the agent
-    return s
-
-
-def recv_result(sub: zmq.Socket[Any], timeout_s: float = 10.0) -> tuple[str, dict[str, Any], list[bytes]]:
-    assert sub.poll(int(timeout_s * 1000)), "no result published"
-    topic, header, *tensors = sub.recv_multipart()
-    return topic.decode(), json.loads(header), tensors
-
-
-def accounting_holds(agent: AgentProcess) -> dict[str, dict[str, float]]:
-    """received = processed + dropped + rejected for every source, once the agent is idle."""
-    per: dict[str, dict[str, float]] = {}
-    for (source, outcome, _reason), n in agent.frames().items():
-        d = per.setdefault(source, {"received": 0, "processed": 0, "dropped": 0, "rejected": 0})
-        d[outcome] += n
-    for source, d in per.items():
-        assert d["received"] == d["processed"] + d["dropped"] + d["rejected"], (source, d)
-    return per
 
 
 def test_imagezmq_reqrep_raw_and_jpeg(start_agent: Any) -> None:
@@ -129,8 +102,7 @@ def test_several_sources_freshness_and_exact_accounting(start_agent: Any) -> Non
     finally:
         for p in pubs:
             p.close()
-    agent.wait_received(sent)
-    per_source = accounting_holds(agent)
+    per_source = accounting_holds(agent, sent)
     for s, n in sent.items():
         assert per_source[s]["received"] == n  # nothing lost in transit
         assert per_source[s]["processed"] >= 1  # every source is served (fairness)

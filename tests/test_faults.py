@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,29 +11,14 @@ from typing import Any
 import numpy as np
 
 from edgeagent.publisher import Publisher
-
-from .conftest import ROOT, AgentProcess, free_port
+from tests.helpers import ROOT, AgentProcess, edgeagent_cmd, free_port, wait_until
 
 IMG = np.random.default_rng(17).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
 def publish_cli(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgeagent",
-            "publish",
-            "--size",
-            "224x224",
-            "--fps",
-            "40",
-            "--count",
-            "2000",
-            "--duration-s",
-            "60",
-            *args,
-        ],
+        edgeagent_cmd("publish", "--size", "224x224", "--fps", "40", "--count", "2000", "--duration-s", "60", *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -46,13 +30,13 @@ def processed(agent: AgentProcess, source: str) -> float:
 
 
 def wait_more(agent: AgentProcess, source: str, than: float, timeout_s: float = 20) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Until ``source`` has more than ``than`` frames processed; returns the count."""
+
+    def beyond() -> float | None:
         n = processed(agent, source)
-        if n > than:
-            return n
-        time.sleep(0.1)
-    raise AssertionError(f"{source} not processed beyond {than}:\n{agent.log()}")
+        return n if n > than else None  # than >= 0, so a count beyond it is truthy
+
+    return wait_until(beyond, timeout_s, f"{source} processed beyond {than}", agent.log, 0.1)
 
 
 def test_publishers_killed_mid_stream_are_picked_up_again(start_agent: Any) -> None:
@@ -102,21 +86,7 @@ def test_agent_restart_under_a_req_sender_with_timeout_and_reconnect(cache_dir: 
         assert pub.send(IMG) is None and pub.timeouts == 1  # plain imagezmq would block here for ever
         # A new agent on the same endpoint: the publisher's fresh socket reconnects by itself.
         cmd_agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgeagent",
-                "run",
-                *extra,
-                "--pull",
-                "",
-                "--results",
-                "",
-                "--metrics",
-                "",
-                "--cache-dir",
-                str(cache_dir),
-            ],
+            edgeagent_cmd("run", *extra, "--pull", "", "--results", "", "--metrics", "", "--cache-dir", str(cache_dir)),
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
         )

@@ -12,8 +12,7 @@ import numpy as np
 import zmq
 
 from edgeagent.publisher import Publisher
-
-from .conftest import free_port
+from tests.helpers import AgentProcess, free_port, wait_until
 
 GOOD = np.random.default_rng(13).integers(0, 256, (224, 224, 3), dtype=np.uint8).tobytes()
 SOURCES = [f"fz{i}" for i in range(12)]  # a fixed pool: stays under max_sources, so reasons are exact
@@ -80,27 +79,23 @@ def hostile(rng: random.Random) -> tuple[str, list[bytes]]:
     ]
 
 
-def outcome_counts(agent: Any) -> Counter[str]:
+def outcome_counts(agent: AgentProcess) -> Counter[str]:
     c: Counter[str] = Counter()
     for (_s, outcome, reason), n in agent.frames().items():
         c[reason if outcome == "rejected" else outcome] += int(n)
     return c
 
 
-def wait_received(agent: Any, total: int, timeout_s: float = 60) -> Counter[str]:
+def wait_received(agent: AgentProcess, total: int, timeout_s: float = 60) -> Counter[str]:
     """Until ``total`` messages were received and none is still inside the agent (slot or in flight)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def idle() -> Counter[str] | None:
         c = outcome_counts(agent)
-        settled = (
-            c["processed"]
-            + c["dropped"]
-            + sum(v for k, v in c.items() if k not in ("received", "processed", "dropped"))
-        )
-        if c["received"] >= total and settled == c["received"]:
-            return c
-        time.sleep(0.2)
-    return outcome_counts(agent)
+        rejected = sum(v for k, v in c.items() if k not in ("received", "processed", "dropped"))
+        out = c["processed"] + c["dropped"] + rejected
+        return c if c["received"] >= total and out == c["received"] else None
+
+    return wait_until(idle, timeout_s, lambda: f"{total} received and settled: {outcome_counts(agent)}", agent.log, 0.2)
 
 
 def test_fuzz_every_ingest_mode(start_agent: Any) -> None:

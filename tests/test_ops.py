@@ -20,8 +20,7 @@ import pytest
 
 from edgeagent.config import EXAMPLE
 from edgeagent.publisher import Publisher
-
-from .conftest import ROOT
+from tests.helpers import ROOT, run_cli, wait_until
 
 IMG = np.random.default_rng(5).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
@@ -53,12 +52,9 @@ class NotifySocket:
         return [ln for _, m in self.messages for ln in m.splitlines()]
 
     def wait_for(self, text: str, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(text in ln for ln in self.lines()):
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} in {self.lines()[-20:]}")
+        wait_until(
+            lambda: any(text in ln for ln in self.lines()), timeout_s, lambda: f"{text!r} in {self.lines()[-20:]}"
+        )
 
     def close(self) -> None:
         self._stop = True
@@ -250,12 +246,7 @@ def test_metrics_names_status_command_and_promtool(start_agent: Any, tmp_path: P
 
 
 def test_status_without_agent_fails_clearly() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "edgeagent", "status", "--metrics", "http://127.0.0.1:9/metrics"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = run_cli("status", "--metrics", "http://127.0.0.1:9/metrics", timeout=30)
     assert out.returncode == 69 and "cannot read" in out.stdout
 
 

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeagent.publisher import Publisher
+from tests.helpers import run_cli
 
 IMG = np.random.default_rng(11).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
 def keys(tmp_path: Path, name: str, sub: str) -> tuple[Path, Path]:
-    out = subprocess.run(
-        [sys.executable, "-m", "edgeagent", "keys", "generate", str(tmp_path / sub), "--name", name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_cli("keys", "generate", str(tmp_path / sub), "--name", name, timeout=60)
     assert out.returncode == 0, out.stderr
     public, secret = (tmp_path / sub / f"{name}.key", tmp_path / sub / f"{name}.key_secret")
     assert public.exists() and secret.exists() and (secret.stat().st_mode & 0o777) == 0o600
@@ -87,21 +81,5 @@ def test_ip_allow_list_for_plain_senders(start_agent: Any) -> None:
 
 def test_bad_security_config_is_a_config_error(tmp_path: Path) -> None:
     public, _ = keys(tmp_path, "server", "k")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgeagent",
-            "run",
-            "--curve-secret-key",
-            str(public),
-            "--curve-allow-dir",
-            str(tmp_path / "k"),
-            "--metrics",
-            "",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_cli("run", "--curve-secret-key", str(public), "--curve-allow-dir", str(tmp_path / "k"), "--metrics", "")
     assert out.returncode == 78 and "public certificate" in out.stderr

@@ -3,39 +3,29 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from .conftest import ROOT
+from tests.helpers import run_cli
 
 
 def test_short_soak_under_3x_overload(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgeagent",
-            "bench",
-            "soak",
-            "--minutes",
-            "0.33",
-            "--warmup-s",
-            "6",
-            "--sample-s",
-            "1",
-            "--probe-s",
-            "2",
-            "--sla-p99-ms",
-            "100",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    r = run_cli(
+        "bench",
+        "soak",
+        "--minutes",
+        "0.33",
+        "--warmup-s",
+        "6",
+        "--sample-s",
+        "1",
+        "--probe-s",
+        "2",
+        "--sla-p99-ms",
+        "100",
+        "--json",
+        str(out),
         timeout=240,
-        cwd=ROOT,
     )
     res = json.loads(out.read_text())
     assert res["offered_fps"] >= 2.9 * res["level0_capacity_fps"]
