@@ -25,7 +25,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import zmq
+
+from edgeagent.publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,20 +165,21 @@ class AgentProcess:
         for raw in self.proc.stderr:
             self.lines.append(raw.decode(errors="replace").rstrip())
 
-    def wait_for(self, text: str, timeout_s: float = 60.0, since: int = 0) -> str:
-        """The first log line from index ``since`` on that contains ``text``; fails at once if the
-        agent exits without logging it."""
+    def wait_for(self, *texts: str, timeout_s: float = 60.0, since: int = 0) -> str:
+        """The first log line from index ``since`` on that contains every one of ``texts``; fails at
+        once if the agent exits without logging it. (The log is read by a thread: a line the agent
+        wrote before answering a request may not be in ``lines`` yet when the answer arrives.)"""
 
         def line() -> str | None:
             exited = self.proc.poll() is not None
             if exited:
                 self._reader.join(5)  # the reader ends at EOF: then every last line is in
-            found = next((ln for ln in self.lines[since:] if text in ln), None)
+            found = next((ln for ln in self.lines[since:] if all(t in ln for t in texts)), None)
             if found is None and exited:
-                raise AssertionError(f"agent exited {self.proc.returncode} before {text!r}:\n" + self.log())
+                raise AssertionError(f"agent exited {self.proc.returncode} before {texts!r}:\n" + self.log())
             return found
 
-        return wait_until(line, timeout_s, repr(text), self.log)
+        return wait_until(line, timeout_s, f"a log line with {texts!r}", self.log)
 
     def log(self) -> str:
         return "\n".join(self.lines[-60:])
@@ -228,19 +232,58 @@ def accounting_holds(agent: AgentProcess, sent: Mapping[str, int] | None = None,
     return per
 
 
-def subscriber(agent: AgentProcess, topic: bytes = b"") -> zmq.Socket[Any]:
+# The source of the frames subscriber() sends to prove its subscription; recv_result skips them.
+PROBE = "_subscribed"
+
+
+def subscriber(agent: AgentProcess, topic: bytes = b"", timeout_s: float = 30.0) -> zmq.Socket[Any]:
+    """A SUB socket on the agent's results that is known to be subscribed.
+
+    PUB/SUB drops whatever is published before the subscription reaches the agent (the slow joiner),
+    and no fixed sleep is sure to be long enough on a busy machine. So probe frames go to the
+    agent's ROUTER, one at a time, until one's result comes back here: from then on every result
+    with ``topic`` arrives. The probe source counts in the agent's metrics like any other.
+    """
     s: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.SUB)
     s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 0)  # never drop a result on this side, however late the test reads
     s.setsockopt(zmq.SUBSCRIBE, topic)
+    if topic:
+        s.setsockopt(zmq.SUBSCRIBE, PROBE.encode())
     s.connect(agent.results)
-    time.sleep(0.3)  # PUB/SUB slow joiner: let the subscription reach the agent
+    probe_image = np.zeros((224, 224, 3), np.uint8)
+    with Publisher(agent.listen, source=PROBE, mode="req", timeout_s=timeout_s) as probe:
+
+        def probe_result_arrived() -> bool:
+            # The agent replies first and publishes at once, so after the reply its result is on the way.
+            probe.send(probe_image)
+            if not s.poll(500):
+                return False
+            s.recv_multipart()
+            return True
+
+        wait_until(probe_result_arrived, timeout_s, "a subscription to the agent's results", agent.log, 0)
     return s
 
 
-def recv_result(sub: zmq.Socket[Any], timeout_s: float = 10.0) -> tuple[str, dict[str, Any], list[bytes]]:
-    assert sub.poll(int(timeout_s * 1000)), "no result published"
-    topic, header, *tensors = sub.recv_multipart()
-    return topic.decode(), json.loads(header), tensors
+Result = tuple[str, dict[str, Any], list[bytes]]  # topic, header, output tensors
+
+
+def poll_result(sub: zmq.Socket[Any], timeout_s: float) -> Result | None:
+    """The next published result within ``timeout_s``, skipping subscriber()'s probes; else None."""
+    deadline = time.monotonic() + timeout_s
+    while sub.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+        topic, header, *tensors = sub.recv_multipart()
+        if topic.decode() != PROBE:
+            return topic.decode(), json.loads(header), tensors
+    return None
+
+
+def recv_result(sub: zmq.Socket[Any], timeout_s: float = 30.0) -> Result:
+    """The next published result (skipping subscriber()'s probes); fails after ``timeout_s``."""
+    result = poll_result(sub, timeout_s)
+    assert result is not None, f"no result published in {timeout_s:g} s"
+    return result
 
 
 def ppocr_det_path() -> Path | None:

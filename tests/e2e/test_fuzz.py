@@ -86,7 +86,7 @@ def outcome_counts(agent: AgentProcess) -> Counter[str]:
     return c
 
 
-def wait_received(agent: AgentProcess, total: int, timeout_s: float = 60) -> Counter[str]:
+def wait_received(agent: AgentProcess, total: int, timeout_s: float = 120) -> Counter[str]:
     """Until ``total`` messages were received and none is still inside the agent (slot or in flight)."""
 
     def idle() -> Counter[str] | None:
@@ -150,15 +150,20 @@ def test_fuzz_every_ingest_mode(start_agent: Any) -> None:
     pub.setsockopt(zmq.LINGER, 1000)
     pub.setsockopt(zmq.SNDHWM, 0)
     pub.bind(f"tcp://127.0.0.1:{pub_port}")
-    joined = False
-    deadline = time.monotonic() + 15
-    while not joined and time.monotonic() < deadline:  # slow joiner: valid frames until one arrives
+
+    def received(source: str) -> int:
+        return int(agent.frames().get((source, "received", ""), 0))
+
+    def join_arrived() -> bool:
         pub.send_multipart([json.dumps({"msg": "join", "dtype": "uint8", "shape": [224, 224, 3]}).encode(), GOOD])
-        time.sleep(0.1)
-        joined = agent.frames().get(("join", "received", ""), 0) > 0
-    assert joined
-    time.sleep(0.3)
-    join_count = int(agent.frames()[("join", "received", "")])
+        return received("join") > 0
+
+    # Slow joiner: valid frames until one arrives. More may still be on their way; a marker sent after
+    # them arrives after them (one connection keeps its order), so once it is in, the count is final.
+    wait_until(join_arrived, 30, "the agent's SUB socket to join our PUB", agent.log, 0.1)
+    pub.send_multipart([json.dumps({"msg": "join-end", "dtype": "uint8", "shape": [224, 224, 3]}).encode(), GOOD])
+    wait_until(lambda: received("join-end") == 1, 30, "the end-of-join marker", agent.log)
+    join_count = received("join") + 1  # and the marker
     sub_sent = 0
     for i in range(PER_MODE):
         want, parts = hostile(rng)
