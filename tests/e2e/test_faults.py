@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeagent.publisher import Publisher
-
-from .conftest import ROOT, AgentProcess, free_port
+from tests.helpers import ROOT, AgentProcess, edgeagent_cmd, free_port, wait_until
 
 IMG = np.random.default_rng(17).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
 def publish_cli(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgeagent",
-            "publish",
-            "--size",
-            "224x224",
-            "--fps",
-            "40",
-            "--count",
-            "2000",
-            "--duration-s",
-            "60",
-            *args,
-        ],
+        edgeagent_cmd("publish", "--size", "224x224", "--fps", "40", "--count", "2000", "--duration-s", "60", *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
@@ -45,14 +28,14 @@ def processed(agent: AgentProcess, source: str) -> float:
     return agent.frames().get((source, "processed", ""), 0.0)
 
 
-def wait_more(agent: AgentProcess, source: str, than: float, timeout_s: float = 20) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def wait_more(agent: AgentProcess, source: str, than: float, timeout_s: float = 30) -> float:
+    """Until ``source`` has more than ``than`` frames processed; returns the count."""
+
+    def beyond() -> float | None:
         n = processed(agent, source)
-        if n > than:
-            return n
-        time.sleep(0.1)
-    raise AssertionError(f"{source} not processed beyond {than}:\n{agent.log()}")
+        return n if n > than else None  # than >= 0, so a count beyond it is truthy
+
+    return wait_until(beyond, timeout_s, f"{source} processed beyond {than}", agent.log, 0.1)
 
 
 def test_publishers_killed_mid_stream_are_picked_up_again(start_agent: Any) -> None:
@@ -77,7 +60,6 @@ def test_publishers_killed_mid_stream_are_picked_up_again(start_agent: Any) -> N
             p.send_signal(signal.SIGKILL)  # mid-stream, mid-request for the REQ one
             p.wait(10)
         before_steady = processed(agent, "steady")
-        time.sleep(1.0)
         assert wait_more(agent, "steady", before_steady) > before_steady  # the others keep being served
         counts = {k: processed(agent, names[k]) for k in running}
         running = {k: start() for k, start in procs.items()}  # same endpoints, no agent restart
@@ -94,6 +76,8 @@ def test_agent_restart_under_a_req_sender_with_timeout_and_reconnect(cache_dir: 
     agent = AgentProcess([], cache_dir)
     agent.wait_for("event=listening")
     listen, extra = agent.listen, ["--listen", agent.listen]
+    with Publisher(listen, source="warm-up", mode="req", timeout_s=30) as warm:
+        assert isinstance(warm.send(IMG), dict)  # serving: so 1.5 s is ample for the next reply
     pub = Publisher(listen, source="resilient", mode="req", timeout_s=1.5)
     try:
         assert isinstance(pub.send(IMG), dict)
@@ -102,33 +86,17 @@ def test_agent_restart_under_a_req_sender_with_timeout_and_reconnect(cache_dir: 
         assert pub.send(IMG) is None and pub.timeouts == 1  # plain imagezmq would block here for ever
         # A new agent on the same endpoint: the publisher's fresh socket reconnects by itself.
         cmd_agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgeagent",
-                "run",
-                *extra,
-                "--pull",
-                "",
-                "--results",
-                "",
-                "--metrics",
-                "",
-                "--cache-dir",
-                str(cache_dir),
-            ],
+            edgeagent_cmd("run", *extra, "--pull", "", "--results", "", "--metrics", "", "--cache-dir", str(cache_dir)),
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
         )
         try:
-            reply = None
-            deadline = time.monotonic() + 60
-            while reply is None and time.monotonic() < deadline:
-                reply = pub.send(IMG)
+            # Each try times out after 1.5 s until the new agent answers; then the reply must be good.
+            reply = wait_until(lambda: pub.send(IMG), 60, "a reply from the restarted agent", interval_s=0)
             assert isinstance(reply, dict) and reply["status"] == "ok"
         finally:
             cmd_agent.terminate()
-            assert cmd_agent.wait(15) == 0
+            assert cmd_agent.wait(30) == 0
     finally:
         pub.close()
         agent.stop()

@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from edgeagent.engine import split_cpus
-
-from .conftest import ROOT
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
+from tests.helpers import run_cli
 
 
 def test_info_describes_model_and_device(cache_dir: Path) -> None:

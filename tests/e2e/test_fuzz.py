@@ -12,8 +12,7 @@ import numpy as np
 import zmq
 
 from edgeagent.publisher import Publisher
-
-from .conftest import free_port
+from tests.helpers import AgentProcess, free_port, wait_until
 
 GOOD = np.random.default_rng(13).integers(0, 256, (224, 224, 3), dtype=np.uint8).tobytes()
 SOURCES = [f"fz{i}" for i in range(12)]  # a fixed pool: stays under max_sources, so reasons are exact
@@ -80,27 +79,23 @@ def hostile(rng: random.Random) -> tuple[str, list[bytes]]:
     ]
 
 
-def outcome_counts(agent: Any) -> Counter[str]:
+def outcome_counts(agent: AgentProcess) -> Counter[str]:
     c: Counter[str] = Counter()
     for (_s, outcome, reason), n in agent.frames().items():
         c[reason if outcome == "rejected" else outcome] += int(n)
     return c
 
 
-def wait_received(agent: Any, total: int, timeout_s: float = 60) -> Counter[str]:
+def wait_received(agent: AgentProcess, total: int, timeout_s: float = 120) -> Counter[str]:
     """Until ``total`` messages were received and none is still inside the agent (slot or in flight)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def idle() -> Counter[str] | None:
         c = outcome_counts(agent)
-        settled = (
-            c["processed"]
-            + c["dropped"]
-            + sum(v for k, v in c.items() if k not in ("received", "processed", "dropped"))
-        )
-        if c["received"] >= total and settled == c["received"]:
-            return c
-        time.sleep(0.2)
-    return outcome_counts(agent)
+        rejected = sum(v for k, v in c.items() if k not in ("received", "processed", "dropped"))
+        out = c["processed"] + c["dropped"] + rejected
+        return c if c["received"] >= total and out == c["received"] else None
+
+    return wait_until(idle, timeout_s, lambda: f"{total} received and settled: {outcome_counts(agent)}", agent.log, 0.2)
 
 
 def test_fuzz_every_ingest_mode(start_agent: Any) -> None:
@@ -155,15 +150,20 @@ def test_fuzz_every_ingest_mode(start_agent: Any) -> None:
     pub.setsockopt(zmq.LINGER, 1000)
     pub.setsockopt(zmq.SNDHWM, 0)
     pub.bind(f"tcp://127.0.0.1:{pub_port}")
-    joined = False
-    deadline = time.monotonic() + 15
-    while not joined and time.monotonic() < deadline:  # slow joiner: valid frames until one arrives
+
+    def received(source: str) -> int:
+        return int(agent.frames().get((source, "received", ""), 0))
+
+    def join_arrived() -> bool:
         pub.send_multipart([json.dumps({"msg": "join", "dtype": "uint8", "shape": [224, 224, 3]}).encode(), GOOD])
-        time.sleep(0.1)
-        joined = agent.frames().get(("join", "received", ""), 0) > 0
-    assert joined
-    time.sleep(0.3)
-    join_count = int(agent.frames()[("join", "received", "")])
+        return received("join") > 0
+
+    # Slow joiner: valid frames until one arrives. More may still be on their way; a marker sent after
+    # them arrives after them (one connection keeps its order), so once it is in, the count is final.
+    wait_until(join_arrived, 30, "the agent's SUB socket to join our PUB", agent.log, 0.1)
+    pub.send_multipart([json.dumps({"msg": "join-end", "dtype": "uint8", "shape": [224, 224, 3]}).encode(), GOOD])
+    wait_until(lambda: received("join-end") == 1, 30, "the end-of-join marker", agent.log)
+    join_count = received("join") + 1  # and the marker
     sub_sent = 0
     for i in range(PER_MODE):
         want, parts = hostile(rng)

@@ -16,8 +16,7 @@ from edgeagent.engine import LEVEL0, Completion, CpuPlan, Engine
 from edgeagent.errors import ModelError
 from edgeagent.models import build_builtin_model, builtin_model_path, numpy_preprocess, read_model
 from edgeagent.wire import FrameLimits, encode_native, parse_frame
-
-from .conftest import ppocr_det_path
+from tests.helpers import ppocr_det_path
 
 
 def run_engine(engine: Engine, image: np.ndarray) -> tuple[list[np.ndarray], int]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgeagent import config
 from edgeagent.errors import EXIT_CONFIG, EXIT_MODEL, EXIT_USAGE, ConfigError
+from tests.helpers import run_cli
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -67,10 +66,6 @@ def test_override_error_names_command_line() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         config.load(Path("/nonexistent/agent.toml"))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeagent", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_exit_codes(tmp_path: Path) -> None:

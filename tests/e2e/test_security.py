@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zmq
+import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
 
 from edgeagent.publisher import Publisher
+from edgeagent.wire import encode_native
+from tests.helpers import run_cli, wait_until
 
 IMG = np.random.default_rng(11).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
 
 def keys(tmp_path: Path, name: str, sub: str) -> tuple[Path, Path]:
-    out = subprocess.run(
-        [sys.executable, "-m", "edgeagent", "keys", "generate", str(tmp_path / sub), "--name", name],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_cli("keys", "generate", str(tmp_path / sub), "--name", name, timeout=60)
     assert out.returncode == 0, out.stderr
     public, secret = (tmp_path / sub / f"{name}.key", tmp_path / sub / f"{name}.key_secret")
     assert public.exists() and secret.exists() and (secret.stat().st_mode & 0o777) == 0o600
@@ -55,19 +53,25 @@ def test_curve_allows_listed_clients_only(start_agent: Any, tmp_path: Path) -> N
         assert p.send(IMG) is None  # handshake refused: no reply, ever
     with Publisher(agent.listen, source="plain", mode="req", timeout_s=1.5) as p:
         assert p.send(IMG) is None  # no CURVE at all
-    with Publisher(
-        agent.pull,
-        source="stranger-push",
-        mode="push",
-        curve_server_key=str(server_pub),
-        curve_client_key=str(stranger_sec),
-    ) as p:
-        p.send(IMG)
+    # A push is fire and forget: watch its handshake, so that the check below comes after the agent
+    # refused it, not merely before the frame could have arrived.
+    push: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.curve_serverkey = zmq.auth.load_certificate(server_pub)[0]
+    push.curve_publickey, push.curve_secretkey = zmq.auth.load_certificate(stranger_sec)
+    monitor = push.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    push.connect(agent.pull)
+    push.send_multipart(encode_native("stranger-push", 0, IMG))
+    assert monitor.poll(30_000), "the agent did not refuse a CURVE client that is not on its list"
+    assert recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    push.disable_monitor()
+    monitor.close()
+    push.close()
     st = agent.scrape()
     assert st["edgeagent_auth_refused_total"] >= 1
     sources = st["sources"]
     assert set(sources) == {"trusted"}  # nothing from the refused peers reached the agent
-    assert any("event=peer_refused" in ln for ln in agent.lines)
+    agent.wait_for("event=peer_refused")
 
 
 def test_ip_allow_list_for_plain_senders(start_agent: Any) -> None:
@@ -81,27 +85,17 @@ def test_ip_allow_list_for_plain_senders(start_agent: Any) -> None:
     assert isinstance(reply, dict) and reply["status"] == "ok"
     with Publisher(agent.listen, source="denied", mode="req", fmt="imagezmq", timeout_s=1.5) as p:
         assert p.send(IMG) is None
-    st = agent.scrape()
-    assert set(st["sources"]) == {"allowed"} and st["edgeagent_auth_refused_total"] >= 1
+
+    # The refusal is counted by the agent's ZAP thread: wait for it rather than assume it is done.
+    def refused() -> dict[str, Any] | None:
+        st = agent.scrape()
+        return st if st["edgeagent_auth_refused_total"] >= 1 else None
+
+    st = wait_until(refused, 30, "the refusal to be counted", agent.log)
+    assert set(st["sources"]) == {"allowed"}
 
 
 def test_bad_security_config_is_a_config_error(tmp_path: Path) -> None:
     public, _ = keys(tmp_path, "server", "k")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgeagent",
-            "run",
-            "--curve-secret-key",
-            str(public),
-            "--curve-allow-dir",
-            str(tmp_path / "k"),
-            "--metrics",
-            "",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_cli("run", "--curve-secret-key", str(public), "--curve-allow-dir", str(tmp_path / "k"), "--metrics", "")
     assert out.returncode == 78 and "public certificate" in out.stderr

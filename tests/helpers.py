@@ -1,0 +1,300 @@
+"""What more than one test module needs, written once: the agent as a subprocess, the CLI, CPU hogs,
+the accounting identity and waiting for an event.
+
+conftest.py holds only fixtures; test modules import from here, never from each other.
+
+Waiting: a test on this project runs on a shared, noisy machine (other test runs, CPU hogs, CPUs
+several times faster or slower than the one it was written on). So a test never sleeps a fixed time
+and then asserts that something happened: it waits for the event itself with :func:`wait_until` and
+a generous deadline, and the deadline only decides how long a broken agent takes to fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import zmq
+
+from edgeagent.publisher import Publisher
+
+ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+# Per source: frames received, processed, dropped and rejected (the agent's frames_total counter).
+Counts = dict[str, dict[str, float]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    timeout_s: float,
+    what: str | Callable[[], str],
+    log: Callable[[], str] | None = None,
+    interval_s: float = 0.05,
+) -> T:
+    """Call ``check`` until it returns something truthy, and return that.
+
+    After ``timeout_s`` fail with ``what`` (a callable is evaluated then, to show the last state)
+    and, if given, ``log()`` (the agent's log). ``check`` runs once more at the deadline, so a slow
+    poll never turns a success into a timeout. ``check`` may raise to fail at once (the agent died).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {text}" + (f":\n{log()}" if log else ""))
+        time.sleep(interval_s)
+
+
+def edgeagent_cmd(*args: str) -> list[str]:
+    """``python -m edgeagent ARGS`` with this interpreter: run from ROOT, it is this checkout's package."""
+    return [sys.executable, "-m", "edgeagent", *args]
+
+
+def run_cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user does, from the repository root; stdout and stderr captured as text."""
+    return subprocess.run(edgeagent_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+# A busy loop that ends by itself: a hog outlives its test by at most ``seconds`` even if the test
+# process is killed before it can kill the hog.
+HOG = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass\n"
+
+
+def start_hog(seconds: float) -> subprocess.Popen[bytes]:
+    """One CPU-bound process running for at most ``seconds``; stop it with :func:`stop_hogs`."""
+    return subprocess.Popen([sys.executable, "-c", HOG, str(seconds)])
+
+
+def stop_hogs(hogs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill the hogs this test started (by their PID, via their Popen) and reap them."""
+    for h in hogs:
+        h.kill()
+    for h in hogs:
+        h.wait(10)
+
+
+@contextmanager
+def cpu_hogs(n: int, seconds: float) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` hogs for the duration of the ``with`` block (and never longer than ``seconds``)."""
+    hogs = [start_hog(seconds) for _ in range(n)]
+    try:
+        yield hogs
+    finally:
+        stop_hogs(hogs)
+
+
+def per_source(frames: Mapping[tuple[str, str, str], float]) -> Counts:
+    """(source, outcome, reason) → n, summed over reasons: source → outcome → n."""
+    per: Counts = {}
+    for (source, outcome, _reason), n in frames.items():
+        d = per.setdefault(source, {"received": 0.0, "processed": 0.0, "dropped": 0.0, "rejected": 0.0})
+        d[outcome] += n
+    return per
+
+
+def settled(d: Mapping[str, float]) -> bool:
+    """The accounting identity: every frame received has left the agent exactly one way."""
+    return d["received"] == d["processed"] + d["dropped"] + d["rejected"]
+
+
+class AgentProcess:
+    """``python -m edgeagent run ...`` as a subprocess on loopback ports, its stderr collected."""
+
+    def __init__(
+        self,
+        extra: list[str],
+        cache_dir: Path,
+        env: dict[str, str] | None = None,
+        listen: bool = True,
+        pull: bool = True,
+    ) -> None:
+        self.listen_port = free_port()
+        self.pull_port = free_port()
+        self.results_port = free_port()
+        self.metrics_port = free_port()
+        self.listen = f"tcp://127.0.0.1:{self.listen_port}"
+        self.pull = f"tcp://127.0.0.1:{self.pull_port}"
+        self.results = f"tcp://127.0.0.1:{self.results_port}"
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        cmd = edgeagent_cmd(
+            "run",
+            "--listen",
+            self.listen if listen else "",
+            "--pull",
+            self.pull if pull else "",
+            "--results",
+            self.results,
+            "--metrics",
+            f"127.0.0.1:{self.metrics_port}",
+            "--cache-dir",
+            str(cache_dir),
+            *extra,
+        )
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env, cwd=ROOT)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def wait_for(self, *texts: str, timeout_s: float = 60.0, since: int = 0) -> str:
+        """The first log line from index ``since`` on that contains every one of ``texts``; fails at
+        once if the agent exits without logging it. (The log is read by a thread: a line the agent
+        wrote before answering a request may not be in ``lines`` yet when the answer arrives.)"""
+
+        def line() -> str | None:
+            exited = self.proc.poll() is not None
+            if exited:
+                self._reader.join(5)  # the reader ends at EOF: then every last line is in
+            found = next((ln for ln in self.lines[since:] if all(t in ln for t in texts)), None)
+            if found is None and exited:
+                raise AssertionError(f"agent exited {self.proc.returncode} before {texts!r}:\n" + self.log())
+            return found
+
+        return wait_until(line, timeout_s, f"a log line with {texts!r}", self.log)
+
+    def log(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(5)
+        return int(self.proc.returncode)
+
+    def scrape(self) -> dict[str, Any]:
+        from edgeagent.tools import scrape
+
+        return scrape(self.metrics_url)
+
+    def frames(self) -> dict[tuple[str, str, str], float]:
+        """(source, outcome, reason) → count, from the real metrics endpoint."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+        out: dict[tuple[str, str, str], float] = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == "edgeagent_frames_total":
+                    out[(s.labels["source"], s.labels["outcome"], s.labels["reason"])] = s.value
+        return out
+
+
+def accounting_holds(agent: AgentProcess, sent: Mapping[str, int] | None = None, timeout_s: float = 30.0) -> Counts:
+    """received = processed + dropped + rejected for every source, once the agent is idle.
+
+    Waits until nothing is inside the agent any more and every frame of ``sent`` (source → frames
+    that left the sender) was received, then asserts that exactly those were received: a frame lost
+    in transit times out here, a frame counted twice fails the equality.
+    """
+
+    def idle() -> Counts | None:
+        per = per_source(agent.frames())
+        arrived = all(per.get(s, {}).get("received", 0.0) >= n for s, n in (sent or {}).items())
+        return per if arrived and all(settled(d) for d in per.values()) else None
+
+    per = wait_until(idle, timeout_s, lambda: f"exact accounting, sent {sent}: {per_source(agent.frames())}", agent.log)
+    for s, n in (sent or {}).items():
+        assert per[s]["received"] == n, (s, per[s], n)
+    return per
+
+
+# The source of the frames subscriber() sends to prove its subscription; recv_result skips them.
+PROBE = "_subscribed"
+
+
+def subscriber(agent: AgentProcess, topic: bytes = b"", timeout_s: float = 30.0) -> zmq.Socket[Any]:
+    """A SUB socket on the agent's results that is known to be subscribed.
+
+    PUB/SUB drops whatever is published before the subscription reaches the agent (the slow joiner),
+    and no fixed sleep is sure to be long enough on a busy machine. So probe frames go to the
+    agent's ROUTER, one at a time, until one's result comes back here: from then on every result
+    with ``topic`` arrives. The probe source counts in the agent's metrics like any other.
+    """
+    s: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 0)  # never drop a result on this side, however late the test reads
+    s.setsockopt(zmq.SUBSCRIBE, topic)
+    if topic:
+        s.setsockopt(zmq.SUBSCRIBE, PROBE.encode())
+    s.connect(agent.results)
+    probe_image = np.zeros((224, 224, 3), np.uint8)
+    with Publisher(agent.listen, source=PROBE, mode="req", timeout_s=timeout_s) as probe:
+
+        def probe_result_arrived() -> bool:
+            # The agent replies first and publishes at once, so after the reply its result is on the way.
+            probe.send(probe_image)
+            if not s.poll(500):
+                return False
+            s.recv_multipart()
+            return True
+
+        wait_until(probe_result_arrived, timeout_s, "a subscription to the agent's results", agent.log, 0)
+    return s
+
+
+Result = tuple[str, dict[str, Any], list[bytes]]  # topic, header, output tensors
+
+
+def poll_result(sub: zmq.Socket[Any], timeout_s: float) -> Result | None:
+    """The next published result within ``timeout_s``, skipping subscriber()'s probes; else None."""
+    deadline = time.monotonic() + timeout_s
+    while sub.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+        topic, header, *tensors = sub.recv_multipart()
+        if topic.decode() != PROBE:
+            return topic.decode(), json.loads(header), tensors
+    return None
+
+
+def recv_result(sub: zmq.Socket[Any], timeout_s: float = 30.0) -> Result:
+    """The next published result (skipping subscriber()'s probes); fails after ``timeout_s``."""
+    result = poll_result(sub, timeout_s)
+    assert result is not None, f"no result published in {timeout_s:g} s"
+    return result
+
+
+def ppocr_det_path() -> Path | None:
+    """PP-OCRv4 det ONNX shipped inside rapidocr-openvino (installed without its dependencies)."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("rapidocr_openvino")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    p = Path(spec.origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    return p if p.exists() else None
