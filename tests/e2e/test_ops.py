@@ -329,10 +329,13 @@ def test_metrics_names_status_command_and_promtool(start_agent: Any, tmp_path: P
     ):
         assert name in families, name
     assert not any("quantile" in s.labels for f in families.values() if f.type == "gauge" for s in f.samples)
+    # The scrape that ended the loop saw a window with results (later ones may be empty: traffic stopped).
+    assert 0 < st["window"]["p50"] <= st["window"]["p99"] <= st["window"]["max"]
+    # The last frame is counted just after its reply went out: wait for it, then the counts are exact.
+    wait_until(lambda: agent.scrape()["sources"]["m"]["processed"] >= sent, 10, "the last frame counted", agent.log)
     st = agent.scrape()
     assert st["edgeagent_latency_seconds_count"] == sent
     assert st["sources"]["m"]["processed"] == sent
-    assert 0 < st["window"]["p50"] <= st["window"]["p99"] <= st["window"]["max"]
     out = subprocess.run(
         [sys.executable, "-m", "edgeagent", "status", "--metrics", agent.metrics_url],
         capture_output=True,
@@ -340,7 +343,7 @@ def test_metrics_names_status_command_and_promtool(start_agent: Any, tmp_path: P
         timeout=30,
     )
     assert out.returncode == 0, out.stderr
-    assert "SLA" in out.stdout and "level     0" in out.stdout and "no traffic" not in out.stdout
+    assert "SLA" in out.stdout and "level     0" in out.stdout
     assert any(ln.split()[:3] == ["m", str(sent), str(sent)] for ln in out.stdout.splitlines())
     js = subprocess.run(
         [sys.executable, "-m", "edgeagent", "status", "--metrics", agent.metrics_url, "--json"],
