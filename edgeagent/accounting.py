@@ -19,6 +19,7 @@ OVERFLOW_SOURCE = "_overflow"  # sources beyond ingest.max_sources (bounded labe
 class SourceCounts:
     received: int = 0
     processed: int = 0
+    over_sla: int = 0  # of the processed: results published later than the SLA after receipt
     dropped: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -26,6 +27,7 @@ class SourceCounts:
         return {
             "received": self.received,
             "processed": self.processed,
+            "over_sla": self.over_sla,
             "dropped": dict(self.dropped),
             "rejected": dict(self.rejected),
         }
@@ -69,9 +71,12 @@ class Accounting:
         with self._lock:
             self._get(label).dropped[reason] += 1
 
-    def processed(self, label: str, n: int = 1) -> None:
+    def processed(self, label: str, over_sla: bool = False) -> None:
+        """One result published (``over_sla``: later than the SLA after its frame was received)."""
         with self._lock:
-            self._get(label).processed += n
+            c = self._get(label)
+            c.processed += 1
+            c.over_sla += over_sla
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -47,6 +47,11 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--sla-p99-ms", "sla.p99_ms", {"type": float}),
     ("--sla-window-s", "sla.window_s", {"type": float}),
     ("--adaptive", "sla.adaptive", {"action": "store_const", "const": True, "help": "adapt the level to the SLA"}),
+    (
+        "--static",
+        "sla.adaptive",
+        {"action": "store_const", "const": False, "help": "no adaptation: stay at --level (a static configuration)"},
+    ),
     ("--metrics", "metrics.listen", {"help": "Prometheus HOST:PORT ('' disables)"}),
     ("--log-level", "log.level", {"choices": ["debug", "info", "warning", "error"]}),
     ("--log-format", "log.format", {"choices": ["kv", "json"]}),

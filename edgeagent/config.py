@@ -131,7 +131,7 @@ class SLAConfig(SLAPolicy):
     checks are defined there, once) with the agent's default SLA, plus whether to adapt at all."""
 
     p99_ms: float = 30.0  # end-to-end p99 inside the agent (socket in → result out)
-    adaptive: bool = False  # enlarge throughput settings while the SLA holds
+    adaptive: bool = True  # enlarge throughput settings while the SLA holds (False: stay at engine.level)
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,25 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """``[sources."NAME"]``: how one camera is served when the agent cannot serve every frame. Frames
+    of a higher ``priority`` go first; within a priority, sources share the results in proportion to
+    their ``weight`` (a door camera with weight 2 gets twice the results of a weight-1 parking lot)."""
+
+    weight: float = 1.0
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.01 <= self.weight <= 100:
+            raise InvalidSetting("weight", self.weight, "a number in [0.01, 100]")
+        if not -100 <= self.priority <= 100:
+            raise InvalidSetting("priority", self.priority, "an integer in [-100, 100]")
+
+
+DEFAULT_SOURCE = SourceConfig()
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -177,6 +196,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    sources: dict[str, SourceConfig] = field(default_factory=dict)  # source name → its settings
 
 
 def _describe(tp: Any) -> str:
@@ -272,6 +292,13 @@ def build(tree: Mapping[str, Any], where: str) -> Config:
             raise ConfigError(f"{where}: unknown section '[{name}]'; expected one of: {', '.join(sections)}")
         if not isinstance(values, Mapping):
             raise ConfigError(f"{where}: '{name}' must be a table ([{name}]), got {values!r}")
+        if name == "sources":  # a table of tables, one per source name
+            kwargs[name] = {}
+            for source, table in values.items():
+                if not isinstance(table, Mapping):
+                    raise ConfigError(f"{where}: 'sources.{source}' must be a table ([sources.\"{source}\"])")
+                kwargs[name][source] = _build_section(SourceConfig, table, where, f'sources."{source}"')
+            continue
         kwargs[name] = _build_section(hints[name], values, where, name)
     return Config(**kwargs)
 
@@ -353,7 +380,7 @@ batch_wait_ms = 0.0                       # 0: a small share of the SLA
 
 [sla]
 p99_ms = 30.0                             # the SLA: end-to-end p99 inside the agent
-adaptive = false                          # enlarge throughput settings while the SLA holds
+adaptive = true                           # false: a static configuration, pinned at engine.level
 window_s = 1.0                            # control window
 min_frames = 50                           # fewer results: the window is extended (up to 5x)
 headroom = 0.8                            # step up only while p99 <= headroom x SLA
@@ -374,6 +401,12 @@ listen = "127.0.0.1:9110"                 # Prometheus endpoint; "" disables
 # curve_allow_dir = "/etc/edgeagent/keys/clients"              # allowed client public certs (*.key)
 curve_exempt = []                         # kinds kept plain: "listen" for imagezmq senders
 allow_ips = []                            # plain peers allowed, e.g. ["10.0.0.21", "10.0.0.22"]
+
+# Per-camera service when the agent cannot serve every frame: higher priority first, then shares
+# in proportion to weight (default weight 1, priority 0). The name is the imagezmq msg / native source.
+# [sources."cam-door"]
+# weight = 2.0
+# priority = 0
 
 [log]
 level = "info"

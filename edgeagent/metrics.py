@@ -47,6 +47,15 @@ class _StateCollector(Collector):
             for reason, n in c["rejected"].items():
                 frames.add_metric([source, "rejected", reason], n)
         yield frames
+        over = CounterMetricFamily(
+            "edgeagent_results_over_sla",
+            "Results published later than the SLA after their frame's receipt (of the processed frames); "
+            "frames the agent saw could not make it are dropped as reason=late instead",
+            labels=["source"],
+        )
+        for source, c in st["accounting"].items():
+            over.add_metric([source], c["over_sla"])
+        yield over
         win = st.get("window")
         # One gauge per statistic: "quantile" labels are reserved for summaries (promtool rejects them).
         for key, stat in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99"), ("max_ms", "max")):

@@ -229,6 +229,8 @@ def scrape(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
                 outcome = s.labels["outcome"]
                 key = outcome if outcome in ("received", "processed") else f"{outcome}:{s.labels['reason']}"
                 src[key] += int(s.value)
+            elif s.name == "edgeagent_results_over_sla_total":
+                st["sources"].setdefault(s.labels["source"], Counter())["over_sla"] += int(s.value)
             elif s.name.startswith("edgeagent_window_latency_") and s.name.endswith("_seconds"):
                 st["window"][s.name[len("edgeagent_window_latency_") : -len("_seconds")]] = s.value * 1000
             elif not s.labels:
@@ -264,8 +266,10 @@ def status(args: argparse.Namespace) -> int:
         f"threads {int(st.get('edgeagent_exec_threads', 0))}; switches "
         f"{int(st.get('edgeagent_level_switches_total', 0))}"
     )
-    print(f"{'source':<24}{'received':>10}{'processed':>11}  dropped/rejected")
+    # Per source: late = frames dropped because they could no longer make the SLA (misses avoided);
+    # over SLA = results that were published late anyway (misses the agent did not avoid).
+    print(f"{'source':<24}{'received':>10}{'processed':>11}{'over SLA':>10}{'late':>8}  other dropped/rejected")
     for src, c in sorted(st["sources"].items()):
-        other = ", ".join(f"{k}={v}" for k, v in sorted(c.items()) if ":" in k) or "-"
-        print(f"{src:<24}{c['received']:>10}{c['processed']:>11}  {other}")
+        other = ", ".join(f"{k}={v}" for k, v in sorted(c.items()) if ":" in k and k != "dropped:late") or "-"
+        print(f"{src:<24}{c['received']:>10}{c['processed']:>11}{c['over_sla']:>10}{c['dropped:late']:>8}  {other}")
     return EXIT_OK

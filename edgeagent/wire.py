@@ -50,6 +50,7 @@ REJECT_REASONS = (
 DROP_REASONS = (
     "stale",  # replaced by a newer frame of the same source before inference started
     "expired",  # older than ingest.max_frame_age_ms when its turn came
+    "late",  # could no longer finish within the SLA when its turn came (deadline-aware dispatch)
     "shutdown",  # still waiting when the agent stopped
     "error",  # inference failed for the job it was in
     "reconfigured",  # waiting when a reloaded model changed the frame size

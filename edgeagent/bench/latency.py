@@ -118,6 +118,7 @@ def run(
         f"{w}x{h}",
         "--log-level",
         "warning",
+        "--static",  # (b) is the LATENCY configuration: compare the agent at that level
     ]
     if model:
         cmd += ["--model", model]

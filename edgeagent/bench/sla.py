@@ -79,7 +79,7 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
         cmd += ["--model", args.model]
     if args.input_shape:
         cmd += ["--input-shape", args.input_shape]
-    cmd += ["--adaptive", "--level", "0"] if level is None else ["--level", str(level)]
+    cmd += ["--adaptive", "--level", "0"] if level is None else ["--static", "--level", str(level)]
     log_lines: list[str] = []
     agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

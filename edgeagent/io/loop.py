@@ -38,7 +38,7 @@ from edgeagent.engine import Compiled, Completion, Engine
 from edgeagent.errors import BadFrame
 from edgeagent.io.meter import WindowMeter
 from edgeagent.io.results import Timing, encode_result
-from edgeagent.io.slots import Slots
+from edgeagent.io.slots import JobTimer, Slots
 from edgeagent.io.sockets import Sockets, split_envelope
 from edgeagent.logs import RateLimiter, q
 from edgeagent.switcher import Swap, SwitchFailed
@@ -110,7 +110,8 @@ class IOLoop:
         self._request_switch = request_switch
         self.on_latency = on_latency
         self.limits = FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes)
-        self.slots = Slots()
+        self.slots = Slots(cfg.sources)
+        self.job_timer = JobTimer(stale_ns=int(cfg.sla.window_s * 1e9))
         self.meter = WindowMeter(time.monotonic_ns(), level)
         self.rate = RateLimiter(cfg.log.rate_limit_s)
         self._initial = compiled
@@ -202,10 +203,16 @@ class IOLoop:
 
     def _poll_timeout_ms(self) -> int:
         if self._swap is None and self.engine.idle:
-            wait_ns = self.slots.wait_ns(time.monotonic_ns(), self.engine.batch, self._batch_wait_ns())
+            now_ns = time.monotonic_ns()
+            job_ns = self.job_timer.estimate_ns(now_ns)
+            wait_ns = self.slots.wait_ns(now_ns, self.engine.batch, self._batch_wait_ns(), self._sla_ns(), job_ns)
             if wait_ns is not None:
                 return max(0, min(TICK_MS, wait_ns // 1_000_000 + 1))
         return TICK_MS
+
+    def _sla_ns(self) -> int:
+        """Each frame's deadline is its receipt + this (the SLA)."""
+        return int(self.sla.p99_ms * 1e6)
 
     def _batch_wait_ns(self) -> int:
         """How long a partial batch may wait for more sources: a small, bounded share of the SLA."""
@@ -298,9 +305,17 @@ class IOLoop:
         max_age_ns = int(self.ingest_cfg.max_frame_age_ms * 1e6)
         while self.engine.idle and len(self.slots):
             now_ns = time.monotonic_ns()
-            take = self.slots.take(now_ns, self.engine.batch, self._batch_wait_ns(), max_age_ns)
+            job_ns = self.job_timer.estimate_ns(now_ns)
+            take = self.slots.take(now_ns, self.engine.batch, self._batch_wait_ns(), max_age_ns, self._sla_ns(), job_ns)
             for frame in take.expired:
                 self._drop(frame, "expired")
+            for frame in take.late:
+                self._warn(
+                    f"late:{frame.source}",
+                    f"event=frame_late source={q(frame.source)} waited_ms={(now_ns - frame.rx_ns) / 1e6:.2f} "
+                    f"job_estimate_ms={job_ns / 1e6:.2f} sla_ms={self.sla.p99_ms:g} level={self._level}",
+                )
+                self._drop(frame, "late")
             if not take.frames:
                 return  # nothing waiting, or a partial batch waiting (bounded) for more sources
             try:
@@ -321,9 +336,12 @@ class IOLoop:
     def _completions_done(self, completions: list[Completion]) -> None:
         for c in completions:
             self.in_flight -= 1
-            self.meter.busy(False, time.monotonic_ns())
+            now_ns = time.monotonic_ns()
+            self.meter.busy(False, now_ns)
             self.last_progress_s = time.monotonic()
-            if c.error is not None:
+            if c.error is None:
+                self.job_timer.observe(now_ns - c.submit_ns, now_ns)
+            else:
                 self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
                 for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
                     self._drop(f, "error")
@@ -355,7 +373,7 @@ class IOLoop:
         if rc.send_outputs:
             parts.extend(outputs)
         self.sockets.publish(parts)
-        self.accounting.processed(self.accounting.label(frame.source))
+        self.accounting.processed(self.accounting.label(frame.source), timing.total_ms > self.sla.p99_ms)
         self.meter.frame_done(timing.total_ms)
         if self.on_latency is not None:
             try:
@@ -396,6 +414,7 @@ class IOLoop:
         self._level = swap.level
         self._epoch += 1
         self.meter.restart(now_ns, swap.level, self._epoch)
+        self.job_timer.reset()  # another level, other job times
         self.controller.on_swapped(swap.level)
         self._exec_info = {"level": swap.level, **compiled.describe()}
         self._output_names = [n for n, _t, _s in compiled.info.outputs]

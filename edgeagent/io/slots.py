@@ -1,9 +1,24 @@
-"""Newest-frame slots: where valid frames wait for an idle infer request. Pure: no ZeroMQ, no clock.
+"""Newest-frame slots and the dispatch rule: which waiting frames start the next job. Pure: no ZeroMQ,
+no clock of its own.
 
 Each source has one slot holding its newest frame; a newer frame replaces the waiting one (the caller
 drops the old one as ``stale``), so nothing queues without bound and the frame that goes to inference
-is always the freshest. :meth:`Slots.take` forms the next job: frames older than ``max_age_ns`` are
-handed back as expired, and a partial batch waits (bounded by ``batch_wait_ns``) for more sources.
+is always the freshest. :meth:`Slots.take` forms the next job:
+
+1. **expired**: frames older than ``max_age_ns`` are handed back to be dropped;
+2. **late**: with an SLA, a frame's deadline is its arrival + the SLA; a frame that cannot finish by
+   then even if it started now (now + the job-time estimate > deadline) is handed back to be dropped
+   as ``late``: started, it would only publish a result over the SLA and hold the request that a
+   frame which can still make it needs. (Under overload, earliest-deadline-first without this rule
+   serves exactly the frames most likely to be late.)
+3. **order** among the feasible frames: higher ``priority`` first; then the source that has received
+   the least service for its ``weight`` (start-time fair queuing: each served frame advances its
+   source's virtual time by 1 / weight, and a source that was idle starts at the current virtual
+   time, so it banks no credit); then the earliest deadline. Plain oldest-first starves cameras that
+   send in a steady phase: the camera whose frame arrives first in every round always holds the
+   oldest frame. With this rule equal cameras take turns, whatever their phase.
+4. **batch forming**: a partial batch waits for more sources while its oldest frame has waited less
+   than ``batch_wait_ns`` and every frame in it could still make its deadline after waiting.
 
 Owner: the I/O thread. Times are ``time.monotonic_ns()`` values passed in by the caller, so every
 rule here is unit-tested without sleeping.
@@ -11,24 +26,71 @@ rule here is unit-tested without sleeping.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from edgeagent.config import DEFAULT_SOURCE, SourceConfig
+from edgeagent.tuner import nearest_rank
 from edgeagent.wire import Frame
 
 
 @dataclass
 class Take:
-    """What :meth:`Slots.take` decided: ``frames`` to start as one job (oldest-waiting first; empty
-    when nothing should start now) and ``expired`` frames the caller drops as ``expired``."""
+    """What :meth:`Slots.take` decided: ``frames`` to start as one job (empty when nothing should start
+    now), and ``expired`` and ``late`` frames for the caller to drop with those reasons."""
 
     frames: list[Frame] = field(default_factory=list)
     expired: list[Frame] = field(default_factory=list)
+    late: list[Frame] = field(default_factory=list)
+
+
+class JobTimer:
+    """How long a job takes at the running level: from ``submit`` until its results can be published,
+    including any wait behind other jobs inside OpenVINO. The estimate is the 90th percentile of the
+    last ``size`` jobs (so about one started frame in ten may still finish over it); it is 0 (unknown:
+    every frame counts as feasible) until ``min_samples`` jobs were seen, and again once no job has
+    completed for ``stale_ns``. That expiry keeps the rule live: an estimate from a slow spell (a CPU
+    hog) would otherwise mark every frame late for ever, and no job would run to correct it. Under an
+    SLA the device cannot meet at all, it lets ``min_samples`` frames through per ``stale_ns`` to
+    measure again. :meth:`reset` at each swap: another level has other job times."""
+
+    def __init__(self, size: int = 32, min_samples: int = 3, stale_ns: int = 1_000_000_000) -> None:
+        self.size = size
+        self.min_samples = min_samples
+        self.stale_ns = stale_ns
+        self._ring: list[int] = []
+        self._next = 0
+        self._last_ns = 0
+
+    def observe(self, duration_ns: int, now_ns: int) -> None:
+        if len(self._ring) < self.size:
+            self._ring.append(duration_ns)
+        else:
+            self._ring[self._next] = duration_ns
+            self._next = (self._next + 1) % self.size
+        self._last_ns = now_ns
+
+    def estimate_ns(self, now_ns: int) -> int:
+        if self._ring and now_ns - self._last_ns > self.stale_ns:
+            self.reset()
+        if len(self._ring) < self.min_samples:
+            return 0
+        return int(nearest_rank(sorted(self._ring), 90))
+
+    def reset(self) -> None:
+        self._ring = []
+        self._next = 0
+        self._last_ns = 0
 
 
 class Slots:
-    def __init__(self) -> None:
+    def __init__(self, sources: Mapping[str, SourceConfig] | None = None) -> None:
+        """``sources``: per-source weight and priority (others get the defaults)."""
+        self.sources: Mapping[str, SourceConfig] = sources or {}
         self._frames: dict[str, Frame] = {}
+        # source → virtual time (service received / weight); as many as sources (ingest.max_sources)
+        self._vtime: dict[str, float] = {}
+        self._vclock = 0.0  # the virtual time of the last frame started
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -37,38 +99,52 @@ class Slots:
         """Make ``frame`` its source's waiting frame; returns the frame it replaced (now stale), if any."""
         old = self._frames.get(frame.source)
         self._frames[frame.source] = frame
+        if old is None and self._vtime.get(frame.source, -1.0) < self._vclock:
+            self._vtime[frame.source] = self._vclock  # was idle: no banked credit
         return old
 
-    def _oldest_rx_ns(self) -> int:
-        return min(f.rx_ns for f in self._frames.values())
+    def _order(self, frame: Frame) -> tuple[int, float, int]:
+        cfg = self.sources.get(frame.source, DEFAULT_SOURCE)
+        return (-cfg.priority, self._vtime.get(frame.source, self._vclock), frame.rx_ns)
 
-    def take(self, now_ns: int, batch: int, batch_wait_ns: int, max_age_ns: int = 0) -> Take:
-        """The next job of at most ``batch`` frames, oldest-waiting first.
+    def take(
+        self, now_ns: int, batch: int, batch_wait_ns: int, max_age_ns: int = 0, sla_ns: int = 0, job_ns: int = 0
+    ) -> Take:
+        """The next job of at most ``batch`` frames (see the module docstring for the rules).
 
-        Frames that waited longer than ``max_age_ns`` (0: no limit) are removed and returned as
-        expired first: they would be late whatever job they joined. With ``batch`` > 1 and fewer
-        waiting sources than ``batch``, nothing starts until the oldest frame has waited
-        ``batch_wait_ns`` (then a partial batch goes).
+        ``max_age_ns``: 0 for no age limit. ``sla_ns``: 0 for no deadlines. ``job_ns``: the job-time
+        estimate at the running level (0: unknown, every frame counts as feasible).
         """
         out = Take()
-        if max_age_ns:
-            for source, frame in list(self._frames.items()):
-                if now_ns - frame.rx_ns > max_age_ns:
-                    out.expired.append(self._frames.pop(source))
+        for source, frame in list(self._frames.items()):
+            if max_age_ns and now_ns - frame.rx_ns > max_age_ns:
+                out.expired.append(self._frames.pop(source))
+            elif sla_ns and job_ns and now_ns + job_ns > frame.rx_ns + sla_ns:
+                out.late.append(self._frames.pop(source))
         if not self._frames:
             return out
-        if batch > 1 and len(self._frames) < batch and now_ns - self._oldest_rx_ns() < batch_wait_ns:
-            return out
-        for source in sorted(self._frames, key=lambda s: self._frames[s].rx_ns)[:batch]:
-            out.frames.append(self._frames.pop(source))
+        if self.wait_ns(now_ns, batch, batch_wait_ns, sla_ns, job_ns):
+            return out  # a partial batch, waiting (bounded) for more sources
+        for frame in sorted(self._frames.values(), key=self._order)[:batch]:
+            del self._frames[frame.source]
+            cfg = self.sources.get(frame.source, DEFAULT_SOURCE)
+            start = self._vtime.get(frame.source, self._vclock)
+            self._vclock = max(self._vclock, start)
+            self._vtime[frame.source] = start + 1.0 / cfg.weight
+            out.frames.append(frame)
         return out
 
-    def wait_ns(self, now_ns: int, batch: int, batch_wait_ns: int) -> int | None:
-        """How long until :meth:`take` would start a partial batch that is waiting now (for the I/O
-        thread's poll timeout); None when no partial batch is waiting."""
+    def wait_ns(self, now_ns: int, batch: int, batch_wait_ns: int, sla_ns: int = 0, job_ns: int = 0) -> int | None:
+        """How long a partial batch that is waiting now may still wait for more sources (0: start it
+        now), for :meth:`take` and the I/O thread's poll timeout; None when no partial batch waits.
+        The wait ends when the oldest frame has waited ``batch_wait_ns``, or earlier when waiting longer
+        would leave a frame unable to make its deadline (the job still takes ``job_ns`` after it)."""
         if batch <= 1 or not self._frames or len(self._frames) >= batch:
             return None
-        return max(0, self._oldest_rx_ns() + batch_wait_ns - now_ns)
+        until = min(f.rx_ns for f in self._frames.values()) + batch_wait_ns
+        if sla_ns:
+            until = min(until, min(f.rx_ns for f in self._frames.values()) + sla_ns - job_ns)
+        return max(0, until - now_ns)
 
     def remove_if(self, pred: Callable[[Frame], bool]) -> list[Frame]:
         """Remove and return the waiting frames for which ``pred`` holds (e.g. a frame size a reloaded

@@ -86,17 +86,18 @@ def test_native_req_publisher_gets_results(start_agent: Any) -> None:
     assert replies == [b"OK"] * 5
 
 
-def test_several_sources_freshness_and_exact_accounting(start_agent: Any) -> None:
+def test_several_sources_freshness_fairness_and_exact_accounting(start_agent: Any) -> None:
     agent = start_agent()
     sent: dict[str, int] = {}
     pubs = [Publisher(agent.pull, source=f"cam{i}", mode="push") for i in range(4)]
     try:
-        deadline = time.monotonic() + 10
-        for _ in range(150):  # a flood: 4 sources, no pacing; the agent keeps only the newest
+        # An overload: 4 sources in a fixed phase (same order every round), each far above what the agent
+        # can serve, for about 2 s. The agent keeps only the newest frame of each source.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
             for p in pubs:
                 p.send(IMG)
-            if time.monotonic() > deadline:
-                break
+            time.sleep(0.002)
         for p in pubs:
             sent[p.source] = p.seq - p.dropped
     finally:
@@ -105,11 +106,14 @@ def test_several_sources_freshness_and_exact_accounting(start_agent: Any) -> Non
     per_source = accounting_holds(agent, sent)
     for s, n in sent.items():
         assert per_source[s]["received"] == n  # nothing lost in transit
-        assert per_source[s]["processed"] >= 1  # every source is served (fairness)
+    # Fair shares whatever the phase: oldest-first dispatch used to serve only the first camera of a round.
+    served = [per_source[s]["processed"] for s in sent]
+    assert min(served) >= 1 and max(served) <= 1.5 * min(served) + 2, served
     total_dropped = sum(per_source[s]["dropped"] for s in sent)
     assert total_dropped > 0  # a flood cannot all be processed: stale frames were dropped, not queued
-    stale = agent.frames()
-    assert sum(v for (s, o, r), v in stale.items() if o == "dropped" and r == "stale") == total_dropped
+    # Replaced by a newer frame (stale), or unable to make the SLA any more when their turn came (late).
+    reasons = {r for (_s, o, r), _v in agent.frames().items() if o == "dropped"}
+    assert "stale" in reasons and reasons <= {"stale", "late"}, reasons
 
 
 BAD_MESSAGES: list[tuple[str, list[bytes]]] = [

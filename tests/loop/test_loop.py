@@ -189,3 +189,33 @@ def test_every_frame_is_accounted_for_under_a_flood_at_a_batch_level(harness: Ca
     results = h.collect(processed)
     assert all(float(r["output0"][0, 0]) == r["seq"] for r in results)  # each result is its own frame's
     assert processed > 0 and np.all([len(job) <= 4 for job in h.engine.started])
+
+
+def test_a_frame_that_can_no_longer_make_the_sla_is_dropped_as_late_and_answered(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=0, p99_ms=200.0)
+    for seq in range(3):  # three jobs of >= 100 ms: the job-time estimate is >= 100 ms
+        h.send("warm", seq, image(seq))
+        h.wait(f"job {seq}", lambda n=seq: len(h.engine.started) == n + 1)  # type: ignore[misc]
+        time.sleep(0.1)
+        h.engine.finish()
+    h.wait("three results", lambda: h.counts("warm")["processed"] == 3)
+    h.send("busy", 0, image(9))
+    h.wait("the busy job", lambda: len(h.engine.started) == 4)
+    d = h.dealer()
+    d.send_multipart([b"", *encode_native("cam", 0, image(5))])
+    h.wait("the waiting frame", lambda: h.counts("cam")["received"] == 1)
+    time.sleep(0.15)  # waited 150 ms of a 200 ms SLA; the job would take >= 100 ms more: it cannot make it
+    h.engine.finish()
+    assert d.poll(10_000)
+    reply = json.loads(d.recv_multipart()[-1])
+    assert (reply["status"], reply["reason"], reply["source"]) == ("dropped", "late", "cam")
+    assert len(h.engine.started) == 4  # it never ran
+    h.wait("accounting", lambda: h.counts("cam")["dropped"] == {"late": 1})
+    # A frame that can still make it runs (the request is idle: no wait, only the job).
+    d.send_multipart([b"", *encode_native("cam", 1, image(6))])
+    h.wait("the feasible frame started", lambda: len(h.engine.started) == 5)
+    h.engine.finish()
+    assert d.poll(10_000) and json.loads(d.recv_multipart()[-1])["status"] == "ok"
+    d.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeagent.io.slots import Slots
+from edgeagent.config import SourceConfig
+from edgeagent.io.slots import JobTimer, Slots
 from edgeagent.wire import Frame
 
 MS = 1_000_000
@@ -72,3 +73,89 @@ def test_remove_if_takes_only_matching_frames() -> None:
     gone = slots.remove_if(lambda f: f.image.shape[:2] != (2, 2))
     assert gone == [big] and len(slots) == 1
     assert [f.source for f in slots.remove_if(lambda f: True)] == ["a"] and len(slots) == 0
+
+
+def serve_rounds(slots: Slots, rounds: int, order: list[str], capacity: int, jitter: bool = False) -> dict[str, int]:
+    """Each round every source in ``order`` sends one frame, then ``capacity`` single-frame jobs start."""
+    import random
+
+    rng = random.Random(7)
+    served = dict.fromkeys(order, 0)
+    t = 0.0
+    for r in range(rounds):
+        senders = list(order)
+        if jitter:
+            rng.shuffle(senders)
+        for source in senders:
+            t += 0.1
+            slots.put(frame(source, t, seq=r))
+        for _ in range(capacity):
+            for f in slots.take(int(t * MS) + 1, 1, 0).frames:
+                served[f.source] += 1
+    return served
+
+
+def test_equal_cameras_in_a_fixed_phase_get_equal_shares() -> None:
+    # Oldest-first would serve cam0 in every round: its frame always arrives first.
+    served = serve_rounds(Slots(), 400, ["cam0", "cam1", "cam2", "cam3"], capacity=1)
+    assert set(served.values()) == {100}, served
+    jittered = serve_rounds(Slots(), 400, ["cam0", "cam1", "cam2", "cam3"], capacity=1, jitter=True)
+    assert max(jittered.values()) - min(jittered.values()) <= 1, jittered
+
+
+def test_weights_share_results_in_proportion_and_priority_goes_first() -> None:
+    weighted = Slots({"door": SourceConfig(weight=2.0)})
+    served = serve_rounds(weighted, 300, ["lot", "door", "yard"], capacity=2)
+    assert served["door"] == 300 and served["lot"] + served["yard"] == 300  # 2:1:1 of 2 per round
+    assert abs(served["lot"] - served["yard"]) <= 1
+    prio = Slots({"door": SourceConfig(priority=1)})
+    served = serve_rounds(prio, 100, ["lot", "door", "yard"], capacity=1)
+    assert served == {"lot": 0, "door": 100, "yard": 0}
+
+
+def test_an_idle_source_banks_no_credit() -> None:
+    slots = Slots()
+    served = serve_rounds(slots, 50, ["a", "b"], capacity=1)
+    assert served == {"a": 25, "b": 25}
+    # "new" arrives now: it starts at the current virtual time, not at 0, so it does not monopolise.
+    later = serve_rounds(slots, 60, ["a", "b", "new"], capacity=1)
+    assert max(later.values()) - min(later.values()) <= 1, later
+
+
+def test_frames_that_cannot_make_their_deadline_are_late_and_feasible_ones_run() -> None:
+    slots = Slots()
+    slots.put(frame("old", 0))
+    slots.put(frame("fresh", 15))
+    take = slots.take(20 * MS, 1, 0, sla_ns=30 * MS, job_ns=12 * MS)  # old: 20 + 12 > 30; fresh: 32 <= 45
+    assert [f.source for f in take.late] == ["old"] and [f.source for f in take.frames] == ["fresh"]
+    slots.put(frame("x", 0))
+    unknown = slots.take(29 * MS, 1, 0, sla_ns=30 * MS, job_ns=0)  # no estimate yet: everything is feasible
+    assert unknown.late == [] and [f.source for f in unknown.frames] == ["x"]
+    slots.put(frame("y", 0))
+    assert slots.take(29 * MS, 1, 0, sla_ns=0, job_ns=12 * MS).frames[0].source == "y"  # no SLA: no deadline
+
+
+def test_a_partial_batch_stops_waiting_when_a_frame_would_become_late() -> None:
+    slots = Slots()
+    slots.put(frame("a", 0))
+    # batch wait 20 ms, but a's deadline (30 ms) minus the job (25 ms) leaves 5 ms: it goes at 5 ms.
+    assert slots.wait_ns(1 * MS, 4, 20 * MS, sla_ns=30 * MS, job_ns=25 * MS) == 4 * MS
+    assert slots.take(2 * MS, 4, 20 * MS, sla_ns=30 * MS, job_ns=25 * MS).frames == []
+    assert [f.source for f in slots.take(5 * MS, 4, 20 * MS, sla_ns=30 * MS, job_ns=25 * MS).frames] == ["a"]
+
+
+def test_job_timer_is_a_high_percentile_of_recent_jobs_and_expires() -> None:
+    timer = JobTimer(size=10, min_samples=3, stale_ns=1000 * MS)
+    assert timer.estimate_ns(0) == 0
+    timer.observe(5 * MS, 1 * MS)
+    timer.observe(6 * MS, 2 * MS)
+    assert timer.estimate_ns(2 * MS) == 0  # too few samples: unknown
+    for i in range(20):  # the ring keeps the last 10: one slow job among them is the 90th percentile
+        timer.observe((50 if i == 15 else 7) * MS, (3 + i) * MS)
+    assert timer.estimate_ns(30 * MS) == 7 * MS
+    timer.observe(50 * MS, 31 * MS)
+    assert timer.estimate_ns(31 * MS) == 50 * MS  # two slow of ten: the 90th percentile is slow
+    assert timer.estimate_ns(31 * MS + 1001 * MS) == 0  # no job for longer than stale_ns: measure again
+    timer.observe(9 * MS, 2000 * MS)
+    timer.reset()
+    assert timer.estimate_ns(2000 * MS) == 0
