@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zmq
 
 from edgeagent.bench.latency import _machine, free_port
@@ -41,47 +40,57 @@ def _ladder(args: argparse.Namespace) -> list[str]:
     return [lv.describe() for lv in engine.ladder(args.max_batch)]
 
 
-def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: float = 1.0) -> dict[str, Any]:
-    """One configuration: start an agent, drive it, collect results, stop it."""
+def _agent_cmd(args: argparse.Namespace, level: int | None, pull: int, results: int, metrics: int) -> list[str]:
     w, h = parse_size(args.size)
-    pull, results, metrics = free_port(), free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgeagent",
-        "run",
-        "--listen",
-        "",
-        "--pull",
-        f"tcp://127.0.0.1:{pull}",
-        "--results",
-        f"tcp://127.0.0.1:{results}",
-        "--metrics",
-        f"127.0.0.1:{metrics}",
-        "--frame-size",
-        f"{w}x{h}",
-        "--sla-p99-ms",
-        str(args.sla_p99_ms),
-        "--sla-window-s",
-        str(args.window_s),
-        "--max-batch",
-        str(args.max_batch),
-        "--log-level",
-        "info",
-    ]
-    pub_eps: list[str] = []
-    if args.format == "imagezmq":
-        cmd[4:6] = ["--pull", ""]
-        pub_eps = [f"tcp://127.0.0.1:{free_port()}" for _ in range(args.cameras)]
-        for ep in pub_eps:
-            cmd += ["--connect", ep]
+    cmd = [sys.executable, "-m", "edgeagent", "run", "--listen", "", "--pull", f"tcp://127.0.0.1:{pull}"]
+    cmd += ["--results", f"tcp://127.0.0.1:{results}", "--metrics", f"127.0.0.1:{metrics}", "--frame-size", f"{w}x{h}"]
+    cmd += ["--sla-p99-ms", str(args.sla_p99_ms), "--sla-window-s", str(args.window_s)]
+    cmd += ["--max-batch", str(args.max_batch), "--log-level", "info"]
     if args.model:
         cmd += ["--model", args.model]
     if args.input_shape:
         cmd += ["--input-shape", args.input_shape]
     cmd += ["--adaptive", "--level", "0"] if level is None else ["--static", "--level", str(level)]
+    return cmd
+
+
+def _hub_cmd(args: argparse.Namespace, hint: str, pull: int, results: int, duration_s: float) -> list[str]:
+    w, h = parse_size(args.size)
+    cmd = [sys.executable, "-m", "edgeagent.bench.hub", f"tcp://127.0.0.1:{pull}", f"tcp://127.0.0.1:{results}", hint]
+    cmd += ["--frame-size", f"{w}x{h}", "--duration-s", str(duration_s)]
+    if args.model:
+        cmd += ["--model", args.model]
+    if args.input_shape:
+        cmd += ["--input-shape", args.input_shape]
+    return cmd
+
+
+def _cameras(args: argparse.Namespace, pull: int, duration: float) -> list[tuple[float, list[str]]]:
+    """(start offset s, command) of the load generator's processes: ``edgeagent publish`` in processes of
+    their own, so the cameras never share a GIL with the result collector or the agent. ``step``: camera
+    0 all along, the others in the middle third only."""
+    base = [sys.executable, "-m", "edgeagent", "publish", "--endpoint", f"tcp://127.0.0.1:{pull}", "--mode", "push"]
+    base += ["--size", args.size, "--fps", str(args.fps), "--count", str(10**9), "--json"]
+    if args.scenario == "step" and args.cameras > 1:
+        return [
+            (0.0, [*base, "--source", "cam", "--sources", "1", "--duration-s", str(duration)]),
+            (
+                duration / 3,
+                [*base, "--source", "step", "--sources", str(args.cameras - 1), "--duration-s", str(duration / 3)],
+            ),
+        ]
+    return [(0.0, [*base, "--source", "cam", "--sources", str(args.cameras), "--duration-s", str(duration)])]
+
+
+def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: float = 1.0) -> dict[str, Any]:
+    """One configuration: start an agent (``level`` None: adaptive; -1: the THROUGHPUT hub; -2: the
+    LATENCY hub), drive it with cameras in their own processes, collect every result, stop it."""
+    pull, results, metrics = free_port(), free_port(), free_port()
+    duration = args.duration_s * t_scale
+    hub = {-1: "THROUGHPUT", -2: "LATENCY"}.get(level if level is not None else 0)
+    cmd = _hub_cmd(args, hub, pull, results, duration + 4) if hub else _agent_cmd(args, level, pull, results, metrics)
     log_lines: list[str] = []
-    agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    agent = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def read_log() -> None:
         assert agent.stderr is not None
@@ -90,64 +99,30 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
 
     reader = threading.Thread(target=read_log, daemon=True)
     reader.start()
+    ready = "ready" if hub else "event=listening"
     deadline = time.monotonic() + 90
-    while not any("event=listening" in ln for ln in log_lines):
+    while not any(ready in ln for ln in log_lines):
         if agent.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"agent for {label} did not start:\n" + "".join(log_lines[-20:]))
+            raise RuntimeError(f"{label} did not start:\n" + "".join(log_lines[-20:]))
         time.sleep(0.05)
-    ctx = zmq.Context()
+    ctx: zmq.Context[Any] = zmq.Context()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVHWM, 100000)
     sub.connect(f"tcp://127.0.0.1:{results}")
-    duration = args.duration_s * t_scale
-    stop = threading.Event()
-    sent = [0] * args.cameras
-    t0 = time.monotonic() + 0.5
-    records: list[tuple[float, float, int]] = []
-
-    def active_cameras(t: float) -> int:
-        n: int = args.cameras
-        if args.scenario == "step":
-            return n if duration / 3 <= t < 2 * duration / 3 else 1
-        return n
-
-    def camera(i: int) -> None:
-        from edgeagent.publisher import Publisher
-
-        pub = (
-            Publisher(pub_eps[i], f"cam{i}", "pub", "imagezmq", context=ctx)
-            if pub_eps
-            else Publisher(f"tcp://127.0.0.1:{pull}", f"cam{i}", "push", "native", context=ctx)
-        )
-        rng = np.random.default_rng(i)
-        frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
-        period = 1.0 / args.fps
-        nxt = t0 + i * period / args.cameras
-        try:
-            while not stop.is_set():
-                delay = nxt - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # a camera's pace: sleep, never spin
-                t = time.monotonic() - t0
-                if t >= duration:
-                    break
-                if i < active_cameras(t):
-                    pub.send(frames[sent[i] % 4])
-                    sent[i] += 1
-                nxt += period
-        finally:
-            pub.close()
-
-    time.sleep(0.3 + (0.5 if pub_eps else 0))  # subscriptions settle
-    cams = [threading.Thread(target=camera, args=(i,), daemon=True) for i in range(args.cameras)]
-    for c in cams:
-        c.start()
+    time.sleep(0.3)  # the subscription settles
+    records: list[tuple[float, float, int, str]] = []  # (t, total latency ms, level, source)
+    pending = _cameras(args, pull, duration)
+    cams: list[subprocess.Popen[bytes]] = []
     hog: list[subprocess.Popen[bytes]] = []
     hog_at = duration / 3 if args.scenario == "hog" else None
+    t0 = time.monotonic() + 0.5  # the publishers' start-up (imports) before their first frame
     end = t0 + duration + 2.0
     while time.monotonic() < end:
-        if hog_at is not None and not hog and time.monotonic() - t0 >= hog_at:
+        now = time.monotonic()
+        while pending and now >= t0 - 0.5 + pending[0][0]:
+            cams.append(subprocess.Popen(pending.pop(0)[1], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+        if hog_at is not None and not hog and now - t0 >= hog_at:
             hog = [
                 subprocess.Popen([sys.executable, "-c", HOG_CODE, str(duration / 3)])
                 for _ in range(os.cpu_count() or 1)
@@ -155,39 +130,55 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
         if sub.poll(50):
             _topic, header, *_ = sub.recv_multipart()
             hd = json.loads(header)
-            records.append((time.monotonic() - t0, hd["latency_ms"]["total"], hd["exec"]["level"]))
-    stop.set()
+            records.append((time.monotonic() - t0, hd["latency_ms"]["total"], hd["exec"]["level"], hd["source"]))
+    sent = 0
     for c in cams:
-        c.join(5)
+        cam_out, _ = c.communicate(timeout=30)
+        sent += json.loads(cam_out.decode().strip().splitlines()[-1])["sent"]
     for p in hog:
         p.kill()
         p.wait()
-    from edgeagent.tools import scrape
+    st: dict[str, Any] = {"sources": {}}
+    if not hub:
+        from edgeagent.tools import scrape
 
-    st = scrape(f"http://127.0.0.1:{metrics}/metrics")
-    agent.terminate()
-    agent.wait(15)
+        st = scrape(f"http://127.0.0.1:{metrics}/metrics")
+        agent.terminate()
+        agent.wait(15)
+        received = sum(c.get("received", 0) for c in st["sources"].values())
+    else:
+        hub_out, _ = agent.communicate(timeout=30)
+        received = json.loads(hub_out.decode().strip().splitlines()[-1])["received"]
     reader.join(2)
     sub.close(0)
     ctx.term()
-    received = sum(c.get("received", 0) for c in st["sources"].values())
-    dropped = sum(v for c in st["sources"].values() for k, v in c.items() if k.startswith("dropped"))
     lat = [r[1] for r in records]
     in_sla = sum(1 for v in lat if v <= args.sla_p99_ms)
     windows = _windows(records, args.window_s, args.sla_p99_ms, duration)
+    per_camera: dict[str, dict[str, int]] = {}
+    for _t, v, _lv, source in records:
+        row = per_camera.setdefault(source, {"results": 0, "in_sla": 0})
+        row["results"] += 1
+        row["in_sla"] += v <= args.sla_p99_ms
+    shares = [r["in_sla"] for r in per_camera.values()]
+    late = sum(c.get("dropped:late", 0) for c in st["sources"].values())
     out = {
         "config": label,
-        "sent": sum(sent),
+        "sent": sent,
         "received": received,
         "processed": len(records),
         "goodput_fps": round(in_sla / duration, 2),
         "throughput_fps": round(len(records) / duration, 2),
+        "published_in_sla_pct": round(100 * in_sla / len(records), 2) if records else None,
         "p50_ms": round(percentile(lat, 50), 2),
         "p99_ms": round(percentile(lat, 99), 2),
-        "drop_rate": round(dropped / received, 4) if received else 0.0,
+        "drop_rate": round(1 - len(records) / sent, 4) if sent else 0.0,
+        "late_drops": late,
         "windows_over_sla_pct": round(100 * sum(1 for wd in windows if not wd["met"]) / max(1, len(windows)), 1),
         "switches": int(st.get("edgeagent_level_switches_total", 0)),
-        "series": [[round(t, 3), round(v, 2), lv] for t, v, lv in records],
+        "per_camera": per_camera,
+        "camera_in_sla_max_over_min": round(max(shares) / min(shares), 3) if shares and min(shares) > 0 else None,
+        "series": [[round(t, 3), round(v, 2), lv] for t, v, lv, _s in records],
         "decisions": [ln.strip() for ln in log_lines if "event=tuner_decision" in ln][-50:],
     }
     if hog_at is not None:
@@ -197,12 +188,12 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
 
 
 def _windows(
-    records: list[tuple[float, float, int]], window_s: float, sla: float, duration: float
+    records: list[tuple[float, float, int, str]], window_s: float, sla: float, duration: float
 ) -> list[dict[str, Any]]:
     out = []
     n = int(duration / window_s)
     buckets: list[list[float]] = [[] for _ in range(n)]
-    for t, v, _lv in records:
+    for t, v, _lv, _source in records:
         i = int(t / window_s)
         if 0 <= i < n:
             buckets[i].append(v)
@@ -227,6 +218,8 @@ def main(args: argparse.Namespace) -> int:
     if args.levels:
         keep = {int(x) for x in args.levels.split(",")}
         configs = [c for c in configs if c[1] in keep]
+    if not args.no_hubs:
+        configs += [("hub: THROUGHPUT + AsyncInferQueue", -1), ("hub: LATENCY + infer()", -2)]
     configs.append(("adaptive", None))
     rows: dict[str, list[dict[str, Any]]] = {}
     for _ in range(args.rounds):
@@ -240,7 +233,7 @@ def main(args: argparse.Namespace) -> int:
         rs = rows[label]
         best = sorted(rs, key=lambda r: r["goodput_fps"])[len(rs) // 2]  # the median round
         summary.append(best)
-    static = [r for r in summary if r["config"].startswith("static")]
+    static = [r for r in summary if r["config"] != "adaptive"]
     meeting = [r for r in static if r["windows_over_sla_pct"] <= 5]
     oracle = max(meeting, key=lambda r: r["goodput_fps"]) if meeting else None
     adaptive = summary[-1]
@@ -260,6 +253,10 @@ def main(args: argparse.Namespace) -> int:
         if oracle and oracle["goodput_fps"]
         else None,
     }
+    for row in summary:
+        if row["config"].startswith("hub: THROUGHPUT") and row["throughput_fps"]:
+            result["adaptive_throughput_over_hub"] = round(adaptive["throughput_fps"] / row["throughput_fps"], 3)
+            result["adaptive_goodput_over_hub"] = round(adaptive["goodput_fps"] / max(row["goodput_fps"], 1e-9), 3)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result))
@@ -272,18 +269,28 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [
         f"bench sla: SLA p99 <= {r['sla_p99_ms']} ms, {r['cameras']} cameras x {r['fps']} fps {r['size']}, "
         f"scenario {r['scenario']}, {r['duration_s']} s each, {r['machine']}",
-        f"{'configuration':<44}{'goodput':>9}{'tput':>8}{'p50':>8}{'p99':>8}{'drop%':>7}{'win>SLA%':>9}{'switch':>7}",
+        f"{'configuration':<44}{'goodput':>9}{'tput':>8}{'p50':>8}{'p99':>8}{'inSLA%':>8}{'drop%':>7}"
+        f"{'late':>6}{'win>SLA%':>9}{'switch':>7}{'cam max/min':>12}",
     ]
     for row in r["rows"]:
         extra = f"  regain={row['windows_to_regain_sla']}w" if "windows_to_regain_sla" in row else ""
+        ratio = row["camera_in_sla_max_over_min"]
         lines.append(
             f"{row['config']:<44}{row['goodput_fps']:>9.1f}{row['throughput_fps']:>8.1f}{row['p50_ms']:>8.1f}"
-            f"{row['p99_ms']:>8.1f}{100 * row['drop_rate']:>7.1f}{row['windows_over_sla_pct']:>9.1f}"
-            f"{row['switches']:>7}{extra}"
+            f"{row['p99_ms']:>8.1f}{row['published_in_sla_pct'] or 0:>8.2f}{100 * row['drop_rate']:>7.1f}"
+            f"{row['late_drops']:>6}{row['windows_over_sla_pct']:>9.1f}{row['switches']:>7}"
+            f"{ratio if ratio is not None else '-':>12}{extra}"
         )
+        cams = ", ".join(f"{k} {v['in_sla']}/{v['results']}" for k, v in sorted(row["per_camera"].items()))
+        lines.append(f"{'':<4}per camera (in SLA/results): {cams or '-'}")
     lines.append(
         f"oracle (best static meeting the SLA): {r['oracle']}; adaptive / oracle goodput = {r['adaptive_over_oracle']}"
     )
+    if "adaptive_throughput_over_hub" in r:
+        lines.append(
+            f"adaptive / THROUGHPUT hub: throughput {r['adaptive_throughput_over_hub']}, "
+            f"goodput {r['adaptive_goodput_over_hub']}"
+        )
     return "\n".join(lines)
 
 
@@ -332,5 +339,6 @@ def add_parser(bsub: Any) -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--levels", help="only these static levels, comma-separated (default: all)")
     p.add_argument("--max-batch", type=int, default=4)
+    p.add_argument("--no-hubs", action="store_true", help="leave out the hand-written hubs")
     p.add_argument("--json")
     p.add_argument("--png")

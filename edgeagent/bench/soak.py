@@ -48,6 +48,9 @@ def _start_agent(args: argparse.Namespace, pull: int, results: int, metrics: int
         str(args.sla_p99_ms),
         "--log-level",
         "warning",
+        # Level 0 throughout: the load is sized from level 0's capacity, and a leak check wants one
+        # configuration (a level climb compiles new models, which is memory growth that is not a leak).
+        "--static",
     ]
     if args.model:
         cmd += ["--model", args.model]
