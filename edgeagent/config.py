@@ -391,6 +391,7 @@ backoff_base_windows = 2                  # a level that broke the SLA waits 2, 
 backoff_max_windows = 64
 memory_windows = 120                      # how long a level's failure at a load is remembered
 load_tolerance = 0.1
+gain_tolerance = 0.1                      # a level saturated with this much less goodput than the one below: down
 interference_tolerance = 0.15
 
 [metrics]

@@ -215,6 +215,17 @@ class Engine:
                 ) from None
             finally:
                 os.sched_setaffinity(0, saved)
+            # One inference off the hot path: the first one after a compile does lazy set-up (about 2x a
+            # normal one here), which would otherwise land on a camera's frame and skew the job-time estimate.
+            # start_async + wait, not infer(): a synchronous infer() resets the calling thread's CPU affinity.
+            h, w = info.frame_hw
+            try:
+                warm = compiled.create_infer_request()
+                warm.set_input_tensor(ov.Tensor(np.zeros((level.batch, h, w, 3), np.uint8)))
+                warm.start_async()
+                warm.wait()
+            except RuntimeError as exc:
+                raise ModelError(f"{path} compiled but cannot run: {str(exc).splitlines()[0][:200]}") from None
         streams = int(compiled.get_property("NUM_STREAMS")) if cfg.device == "CPU" else level.streams
         threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if cfg.device == "CPU" else 0
         prec = compiled.get_property("INFERENCE_PRECISION_HINT")

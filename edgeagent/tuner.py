@@ -139,6 +139,9 @@ class SLAPolicy:
     # at most once per memory_windows, i.e. under 1% of windows break at a constant load by default.
     memory_windows: int = 120
     load_tolerance: float = 0.1  # offered loads within this fraction count as the same load (jitter)
+    # A level that, saturated, delivers this much less goodput than the level below did at the same load
+    # is no gain (more streams on too few CPUs, or a batch that only adds queueing): back down.
+    gain_tolerance: float = 0.1
     # A failure remembered under CPU interference this much higher than now does not block a re-probe:
     # when a CPU hog stops, the controller climbs back instead of waiting out memory_windows.
     interference_tolerance: float = 0.15
@@ -164,6 +167,7 @@ class SLAPolicy:
             ),
             ("memory_windows", self.memory_windows >= 0, "an integer >= 0 (0: no memory)"),
             ("load_tolerance", 0 <= self.load_tolerance < 1, "a fraction in [0, 1)"),
+            ("gain_tolerance", 0 <= self.gain_tolerance < 1, "a fraction in [0, 1)"),
             ("interference_tolerance", 0 < self.interference_tolerance <= 1, "a fraction in (0, 1]"),
         ]
         for name, ok, expected in checks:
@@ -252,6 +256,7 @@ class LevelMemory:
     demand: bool = False  # the level was saturated: drops, or busy >= busy_demand
     window_index: int = 0  # when it was observed, for forgetting
     interference: float = 0.0  # other processes' share of the CPUs then (a hog, throttling, steal)
+    goodput_fps: float = 0.0  # in-SLA results per second
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,7 @@ class TunerState:
     good_streak: int = 0  # consecutive windows with demand, enough frames and p99 within headroom
     idle_streak: int = 0  # consecutive windows without demand
     met_streak: int = 0  # consecutive windows meeting the SLA at this level
+    worse_streak: int = 0  # consecutive saturated windows with clearly less goodput than the level below had
     backoff_until: Mapping[int, int] = field(default_factory=dict)  # level -> last window it may not be probed
     backoff_count: Mapping[int, int] = field(default_factory=dict)  # level -> breaks not yet forgiven
     memory: Mapping[int, LevelMemory] = field(default_factory=dict)
@@ -334,6 +340,18 @@ def _struggled_at(
     return offered_fps >= (1 - policy.load_tolerance) * mem.offered_fps
 
 
+def _back_off(state: TunerState, level: int, now: int, policy: SLAPolicy) -> tuple[TunerState, int]:
+    """``level`` goes into back-off for base x 2^(breaks - 1) windows (capped); returns the windows."""
+    count = state.backoff_count.get(level, 0) + 1
+    windows = min(policy.backoff_base_windows * 2 ** min(count - 1, 32), policy.backoff_max_windows)
+    backed = replace(
+        state,
+        backoff_until={**state.backoff_until, level: now + windows},
+        backoff_count={**state.backoff_count, level: count},
+    )
+    return backed, windows
+
+
 def decide(
     state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel], policy: SLAPolicy
 ) -> tuple[TunerState, Decision]:
@@ -360,7 +378,10 @@ def decide(
     offered_fps = window.offered_fps
     met = window.met(sla_ms)
     demand = window.dropped > 0 or window.busy_fraction >= policy.busy_demand
-    memory = {**state.memory, level: LevelMemory(offered_fps, window.p99_ms, met, demand, now, window.interference)}
+    memory = {
+        **state.memory,
+        level: LevelMemory(offered_fps, window.p99_ms, met, demand, now, window.interference, window.goodput_fps),
+    }
     # Back-offs over after this window are pruned so that the state stays as small as the ladder.
     base = replace(
         state,
@@ -373,7 +394,7 @@ def decide(
 
     def out(new: TunerState, action: Action, to: int, reason: str) -> tuple[TunerState, Decision]:
         if to != level:  # a new level proves itself from scratch
-            new = replace(new, good_streak=0, idle_streak=0, met_streak=0)
+            new = replace(new, good_streak=0, idle_streak=0, met_streak=0, worse_streak=0)
         return replace(new, level=to), Decision(action, level, to, reason)
 
     p99 = f"p99 {window.p99_ms:.1f} ms"
@@ -381,13 +402,7 @@ def decide(
         broken = replace(base, good_streak=0, idle_streak=0, met_streak=0)
         if level == 0:
             return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at level 0, the bottom: nothing lower")
-        count = state.backoff_count.get(level, 0) + 1
-        windows = min(policy.backoff_base_windows * 2 ** min(count - 1, 32), policy.backoff_max_windows)
-        broken = replace(
-            broken,
-            backoff_until={**base.backoff_until, level: now + windows},
-            backoff_count={**state.backoff_count, level: count},
-        )
+        broken, windows = _back_off(broken, level, now, policy)
         return out(
             broken,
             "down",
@@ -403,8 +418,38 @@ def decide(
     counts = dict(state.backoff_count)
     if met_streak >= policy.backoff_max_windows:
         counts.pop(level, None)
-    base = replace(base, good_streak=good_streak, idle_streak=idle_streak, met_streak=met_streak, backoff_count=counts)
+    below = state.memory.get(level - 1) if level > 0 else None
+    worse = (
+        below is not None
+        and enough
+        and demand
+        and below.demand
+        and below.met
+        and now - below.window_index <= policy.memory_windows
+        and offered_fps >= (1 - policy.load_tolerance) * below.offered_fps
+        and window.goodput_fps < (1 - policy.gain_tolerance) * below.goodput_fps
+    )
+    worse_streak = state.worse_streak + 1 if worse else 0
+    base = replace(
+        base,
+        good_streak=good_streak,
+        idle_streak=idle_streak,
+        met_streak=met_streak,
+        worse_streak=worse_streak,
+        backoff_count=counts,
+    )
     load = f"{offered_fps:.0f} fps offered"
+
+    if worse_streak >= policy.up_windows and below is not None:
+        backed, windows = _back_off(base, level, now, policy)
+        return out(
+            backed,
+            "down",
+            level - 1,
+            f"no gain: goodput {window.goodput_fps:.0f} fps < {below.goodput_fps:.0f} fps at level {level - 1} "
+            f"({load}) for {worse_streak} windows: down to level {level - 1}, level {level} backed off for "
+            f"{windows} windows",
+        )
 
     if good_streak >= policy.up_windows:
         nxt = level + 1

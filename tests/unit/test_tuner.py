@@ -247,7 +247,7 @@ def test_broken_sla_steps_down_at_once_and_backs_off() -> None:
     assert (d.action, d.from_level, d.to_level) == ("down", 2, 1)
     assert d.reason == "p99 41.2 ms > SLA 30 ms: down to level 1, level 2 backed off for 2 windows"
     assert backoffs(state) == {2: 2} and state.backoff_count == {2: 1} and state.good_streak == 0
-    assert state.memory[2] == LevelMemory(110.0, 41.2, False, True, 1)
+    assert state.memory[2] == LevelMemory(110.0, 41.2, False, True, 1, goodput_fps=90.0)
     assert state.last_p99_ms == 41.2
 
 
@@ -449,3 +449,38 @@ def test_level_that_failed_at_high_load_is_reprobed_when_the_load_falls() -> Non
     assert levels[:100].count(1) >= 95
     assert levels[120:] == [2] * 80  # found level 2 once the load fell, and stays (level 1 saturates at 120 fps)
     assert changes <= 6
+
+
+def saturated(frames: int, p99: float = 10.0) -> WindowStats:
+    """A saturated window at 400 fps offered (the rest dropped) whose results are all within the SLA:
+    goodput = frames per second."""
+    return WindowStats(0.0, 1.0, frames, 400 - frames, p99 / 2, p99, p99, p99, 1.0, frames)
+
+
+def test_a_level_with_less_goodput_than_the_one_below_steps_back_and_is_backed_off() -> None:
+    # Level 0 serves 200 fps saturated; level 1 (climbed into) only 150 at the same load: no gain.
+    state, ds = steps(TunerState(), [saturated(200), saturated(200)])
+    assert ds[-1].action == "up" and state.level == 1
+    state, ds = steps(state, [saturated(150), saturated(150)])
+    assert actions(ds) == [("hold", 1), ("down", 0)]
+    assert ds[-1].reason.startswith("no gain: goodput 150 fps < 200 fps at level 0")
+    assert backoffs(state) == {1: POLICY.backoff_base_windows}
+    # Back at level 0 the climb waits out the back-off, then probes again (and backs off for longer).
+    state, ds = steps(state, [saturated(200)] * 2)
+    assert [d.action for d in ds] == ["hold", "hold"] and "backed off" in ds[-1].reason
+    state, ds = steps(state, [saturated(200)])
+    assert ds[-1].action == "up"
+    state, ds = steps(state, [saturated(150), saturated(150)])
+    assert ds[-1].action == "down" and backoffs(state) == {1: 2 * POLICY.backoff_base_windows}
+
+
+def test_a_level_within_the_gain_tolerance_or_at_a_lower_load_stays() -> None:
+    state, _ = steps(TunerState(), [saturated(200), saturated(200)])
+    assert state.level == 1
+    state, ds = steps(state, [saturated(185)] * 4)  # 7.5 % less: within the 10 % tolerance (noise)
+    assert all(d.to_level >= 1 for d in ds)
+    state2, _ = steps(TunerState(), [saturated(200), saturated(200)])
+    # Less goodput because less was offered (no drops, not saturated): not a reason to step down.
+    light = WindowStats(0.0, 1.0, 120, 0, 5.0, 8.0, 8.0, 8.0, 0.5, 120)
+    state2, ds = steps(state2, [light, light])
+    assert all(d.action != "down" or "no gain" not in d.reason for d in ds)
