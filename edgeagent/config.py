@@ -391,7 +391,8 @@ backoff_base_windows = 2                  # a level that broke the SLA waits 2, 
 backoff_max_windows = 64
 memory_windows = 120                      # how long a level's failure at a load is remembered
 load_tolerance = 0.1
-gain_tolerance = 0.1                      # a level saturated with this much less goodput than the one below: down
+min_gain = 0.05                           # a level with this little more goodput than the one below ...
+latency_tolerance = 0.2                   # ... and a p99 this much higher goes back down (no gain)
 interference_tolerance = 0.15
 
 [metrics]

@@ -139,9 +139,11 @@ class SLAPolicy:
     # at most once per memory_windows, i.e. under 1% of windows break at a constant load by default.
     memory_windows: int = 120
     load_tolerance: float = 0.1  # offered loads within this fraction count as the same load (jitter)
-    # A level that, saturated, delivers this much less goodput than the level below did at the same load
-    # is no gain (more streams on too few CPUs, or a batch that only adds queueing): back down.
-    gain_tolerance: float = 0.1
+    # A level that costs latency without buying goodput goes back down: at the same load, its p99 more
+    # than latency_tolerance above the level below's and its goodput not min_gain above (more streams
+    # than the CPUs can feed, a batch that only adds queueing, a load the level below already served).
+    min_gain: float = 0.05
+    latency_tolerance: float = 0.2
     # A failure remembered under CPU interference this much higher than now does not block a re-probe:
     # when a CPU hog stops, the controller climbs back instead of waiting out memory_windows.
     interference_tolerance: float = 0.15
@@ -167,7 +169,8 @@ class SLAPolicy:
             ),
             ("memory_windows", self.memory_windows >= 0, "an integer >= 0 (0: no memory)"),
             ("load_tolerance", 0 <= self.load_tolerance < 1, "a fraction in [0, 1)"),
-            ("gain_tolerance", 0 <= self.gain_tolerance < 1, "a fraction in [0, 1)"),
+            ("min_gain", 0 <= self.min_gain < 1, "a fraction in [0, 1)"),
+            ("latency_tolerance", 0 <= self.latency_tolerance <= 10, "a fraction in [0, 10]"),
             ("interference_tolerance", 0 < self.interference_tolerance <= 1, "a fraction in (0, 1]"),
         ]
         for name, ok, expected in checks:
@@ -269,7 +272,7 @@ class TunerState:
     good_streak: int = 0  # consecutive windows with demand, enough frames and p99 within headroom
     idle_streak: int = 0  # consecutive windows without demand
     met_streak: int = 0  # consecutive windows meeting the SLA at this level
-    worse_streak: int = 0  # consecutive saturated windows with clearly less goodput than the level below had
+    no_gain_streak: int = 0  # consecutive windows without min_gain more goodput than the level below had
     backoff_until: Mapping[int, int] = field(default_factory=dict)  # level -> last window it may not be probed
     backoff_count: Mapping[int, int] = field(default_factory=dict)  # level -> breaks not yet forgiven
     memory: Mapping[int, LevelMemory] = field(default_factory=dict)
@@ -394,7 +397,7 @@ def decide(
 
     def out(new: TunerState, action: Action, to: int, reason: str) -> tuple[TunerState, Decision]:
         if to != level:  # a new level proves itself from scratch
-            new = replace(new, good_streak=0, idle_streak=0, met_streak=0, worse_streak=0)
+            new = replace(new, good_streak=0, idle_streak=0, met_streak=0, no_gain_streak=0)
         return replace(new, level=to), Decision(action, level, to, reason)
 
     p99 = f"p99 {window.p99_ms:.1f} ms"
@@ -419,36 +422,35 @@ def decide(
     if met_streak >= policy.backoff_max_windows:
         counts.pop(level, None)
     below = state.memory.get(level - 1) if level > 0 else None
-    worse = (
+    no_gain = (
         below is not None
         and enough
-        and demand
-        and below.demand
         and below.met
         and now - below.window_index <= policy.memory_windows
         and offered_fps >= (1 - policy.load_tolerance) * below.offered_fps
-        and window.goodput_fps < (1 - policy.gain_tolerance) * below.goodput_fps
+        and window.goodput_fps < (1 + policy.min_gain) * below.goodput_fps
+        and window.p99_ms > (1 + policy.latency_tolerance) * below.p99_ms
     )
-    worse_streak = state.worse_streak + 1 if worse else 0
+    no_gain_streak = state.no_gain_streak + 1 if no_gain else 0
     base = replace(
         base,
         good_streak=good_streak,
         idle_streak=idle_streak,
         met_streak=met_streak,
-        worse_streak=worse_streak,
+        no_gain_streak=no_gain_streak,
         backoff_count=counts,
     )
     load = f"{offered_fps:.0f} fps offered"
 
-    if worse_streak >= policy.up_windows and below is not None:
+    if no_gain_streak >= policy.up_windows and below is not None:
         backed, windows = _back_off(base, level, now, policy)
         return out(
             backed,
             "down",
             level - 1,
-            f"no gain: goodput {window.goodput_fps:.0f} fps < {below.goodput_fps:.0f} fps at level {level - 1} "
-            f"({load}) for {worse_streak} windows: down to level {level - 1}, level {level} backed off for "
-            f"{windows} windows",
+            f"no gain: goodput {window.goodput_fps:.0f} fps at {p99}, level {level - 1} had "
+            f"{below.goodput_fps:.0f} fps at p99 {below.p99_ms:.1f} ms ({load}) for {no_gain_streak} windows: "
+            f"down to level {level - 1}, level {level} backed off for {windows} windows",
         )
 
     if good_streak >= policy.up_windows:

@@ -447,8 +447,10 @@ def test_level_that_failed_at_high_load_is_reprobed_when_the_load_falls() -> Non
     levels, changes, broken = simulate(plant, [180.0] * 100 + [120.0] * 100)
     assert broken == 1  # one probe of level 2 at 180 fps, never again at that load
     assert levels[:100].count(1) >= 95
-    assert levels[120:] == [2] * 80  # found level 2 once the load fell, and stays (level 1 saturates at 120 fps)
-    assert changes <= 6
+    assert 2 in levels[100:120]  # re-probed once the load fell: it meets the SLA there now ...
+    # ... but at 120 fps level 1 serves the same goodput at p99 18 ms, level 2 at 28 ms: no gain. The
+    # controller settles at level 1 and looks up again after 2, 4, 8 ... windows of back-off.
+    assert levels[100:].count(1) >= 70 and changes <= 16, (levels[100:].count(1), changes)
 
 
 def saturated(frames: int, p99: float = 10.0) -> WindowStats:
@@ -457,30 +459,32 @@ def saturated(frames: int, p99: float = 10.0) -> WindowStats:
     return WindowStats(0.0, 1.0, frames, 400 - frames, p99 / 2, p99, p99, p99, 1.0, frames)
 
 
-def test_a_level_with_less_goodput_than_the_one_below_steps_back_and_is_backed_off() -> None:
-    # Level 0 serves 200 fps saturated; level 1 (climbed into) only 150 at the same load: no gain.
+def test_a_level_without_more_goodput_than_the_one_below_steps_back_and_is_backed_off() -> None:
+    # Level 0 serves 200 fps saturated at p99 10 ms; level 1 only 150 at 20 ms, same load: no gain.
     state, ds = steps(TunerState(), [saturated(200), saturated(200)])
     assert ds[-1].action == "up" and state.level == 1
-    state, ds = steps(state, [saturated(150), saturated(150)])
+    state, ds = steps(state, [saturated(150, 20.0), saturated(150, 20.0)])
     assert actions(ds) == [("hold", 1), ("down", 0)]
-    assert ds[-1].reason.startswith("no gain: goodput 150 fps < 200 fps at level 0")
+    assert ds[-1].reason.startswith("no gain: goodput 150 fps at p99 20.0 ms, level 0 had 200 fps at p99 10.0 ms")
     assert backoffs(state) == {1: POLICY.backoff_base_windows}
     # Back at level 0 the climb waits out the back-off, then probes again (and backs off for longer).
     state, ds = steps(state, [saturated(200)] * 2)
     assert [d.action for d in ds] == ["hold", "hold"] and "backed off" in ds[-1].reason
     state, ds = steps(state, [saturated(200)])
     assert ds[-1].action == "up"
-    state, ds = steps(state, [saturated(150), saturated(150)])
+    state, ds = steps(state, [saturated(205, 14.0), saturated(205, 14.0)])  # 2.5 % more for 40 % more latency
     assert ds[-1].action == "down" and backoffs(state) == {1: 2 * POLICY.backoff_base_windows}
 
 
-def test_a_level_within_the_gain_tolerance_or_at_a_lower_load_stays() -> None:
+def test_a_level_that_pays_stays_and_a_lower_load_is_no_verdict() -> None:
     state, _ = steps(TunerState(), [saturated(200), saturated(200)])
     assert state.level == 1
-    state, ds = steps(state, [saturated(185)] * 4)  # 7.5 % less: within the 10 % tolerance (noise)
+    state, ds = steps(state, [saturated(230, 20.0)] * 4)  # 15 % more goodput: worth its latency
+    assert all(d.to_level >= 1 for d in ds)
+    state, ds = steps(state, [saturated(200, 8.0)] * 4)  # no more goodput, but lower latency: worth it
     assert all(d.to_level >= 1 for d in ds)
     state2, _ = steps(TunerState(), [saturated(200), saturated(200)])
-    # Less goodput because less was offered (no drops, not saturated): not a reason to step down.
+    # Less goodput because less was offered (120 fps): not evidence against the level.
     light = WindowStats(0.0, 1.0, 120, 0, 5.0, 8.0, 8.0, 8.0, 0.5, 120)
     state2, ds = steps(state2, [light, light])
-    assert all(d.action != "down" or "no gain" not in d.reason for d in ds)
+    assert all("no gain" not in d.reason for d in ds)
