@@ -19,6 +19,7 @@ import collections
 import dataclasses
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -43,6 +44,7 @@ from edgeagent.wire import FrameLimits
 
 log = logging.getLogger("edgeagent.agent")
 TICK_S = 0.1
+SWITCH_INTERVAL_S = 0.0005
 
 
 class ForcedExit(EdgeAgentError):
@@ -74,6 +76,11 @@ class Agent:
     def startup(self) -> None:
         """Compile the model, bind every socket, start threads, then tell systemd READY=1."""
         cfg = self.cfg
+        # OpenVINO's completion callback needs the GIL, which the I/O thread holds while it parses a burst
+        # of frames; Python hands the GIL over only every switch interval (default 5 ms), so a finished job
+        # waited up to 5 ms to be noticed while its request sat idle. Measured with 4 x 200 fps cameras on
+        # 2 CPUs, level 0, SLA 10 ms: 0.5 ms raised served frames from ~99 to ~140-160 per second.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.cpus = CpuPlan.make(cfg.engine.cpus)
         self.cpus.apply_process()
         self.engine = Engine(cfg.model, self.cpus)

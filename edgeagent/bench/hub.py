@@ -43,9 +43,11 @@ def serve(pull_ep: str, pub_ep: str, hint: str, cfg: ModelConfig, duration_s: fl
     pub.bind(pub_ep)
     lock = threading.Lock()  # callbacks run on OpenVINO's threads; a ZeroMQ socket is not thread-safe
 
-    def publish(source: str, seq: int, rx_ns: int) -> None:
+    def publish(source: str, seq: int, rx_ns: int, sent_wall_ns: int) -> None:
         total_ms = (time.monotonic_ns() - rx_ns) / 1e6
+        age_ms = (time.time_ns() - sent_wall_ns) / 1e6  # camera send → result: includes ZeroMQ's queue
         header = {"source": source, "seq": seq, "latency_ms": {"total": round(total_ms, 3)}, "exec": {"level": -1}}
+        header["age_ms"] = round(age_ms, 3)
         with lock:
             pub.send_multipart([source.encode(), json.dumps(header).encode()])
 
@@ -65,10 +67,10 @@ def serve(pull_ep: str, pub_ep: str, hint: str, cfg: ModelConfig, duration_s: fl
         h = json.loads(header_bytes)
         image = np.frombuffer(payload, np.uint8).reshape(h["shape"])[None]
         if queue is not None:
-            queue.start_async({0: image}, (h["source"], h["seq"], rx_ns))
+            queue.start_async({0: image}, (h["source"], h["seq"], rx_ns, h["t_send_ns"]))
         else:
             compiled({0: image})
-            publish(h["source"], h["seq"], rx_ns)
+            publish(h["source"], h["seq"], rx_ns, h["t_send_ns"])
     if queue is not None:
         queue.wait_all()
     print(json.dumps({"received": received}), flush=True)

@@ -240,6 +240,11 @@ class IOLoop:
             else:
                 if fresh_slot and self.engine.idle:
                     self._dispatch()  # an idle request: start at once, before reading the next message
+            if self._completions:
+                # A job finished during the burst: publish it and start the next one now, not after up to
+                # MAX_BURST more messages (under a camera flood that wait idled the request for ~20 ms).
+                self._handle_completions()
+                self._dispatch()
 
     def _accept(
         self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int, stopping: bool
