@@ -84,7 +84,7 @@ class Agent:
         self.cpus = CpuPlan.make(cfg.engine.cpus)
         self.cpus.apply_process()
         self.engine = Engine(cfg.model, self.cpus)
-        self.ladder = self.engine.ladder(cfg.engine.max_batch)
+        self.ladder = self.engine.ladder(cfg.engine.max_batch, accuracy_rung=cfg.sla.precision == "auto")
         level = min(cfg.engine.level, len(self.ladder) - 1)
         self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post)
         compiled = self.switcher.compile(level)
@@ -249,13 +249,16 @@ class Agent:
             # The same path with new content (a model file replaced in place) is a change too.
             stamp = _stamp(new.model)
             model_changed = new.model != self.cfg.model or stamp != self._model_stamp
-            self.cfg = dataclasses.replace(self.cfg, sla=new.sla, model=new.model)
+            ignored = [c for c in changed if c not in ("sla", "model")]
+            if new.sla.precision != self.cfg.sla.precision:
+                ignored.append("sla.precision")  # the ladder (with or without its accuracy rung) is fixed at start
+            sla = dataclasses.replace(new.sla, precision=self.cfg.sla.precision)
+            self.cfg = dataclasses.replace(self.cfg, sla=sla, model=new.model)
             self._model_stamp = stamp
             if self.loop is not None:
-                self.loop.post(NewSLA(new.sla))
+                self.loop.post(NewSLA(sla))
                 if model_changed:
                     self.loop.post(ReloadModel(new.model))
-            ignored = [c for c in changed if c not in ("sla", "model")]
             log.info(
                 "event=reloaded sla_p99_ms=%g adaptive=%s model_changed=%s needs_restart=%s",
                 new.sla.p99_ms,

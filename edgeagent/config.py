@@ -132,6 +132,9 @@ class SLAConfig(SLAPolicy):
 
     p99_ms: float = 30.0  # end-to-end p99 inside the agent (socket in → result out)
     adaptive: bool = True  # enlarge throughput settings while the SLA holds (False: stay at engine.level)
+    # "auto": the ladder starts with f32 in ACCURACY mode and moves to the device's fast precision
+    # (bf16/f16) as the first throughput rung; "device": the device's (or model.precision) throughout.
+    precision: Literal["device", "auto"] = "device"
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,7 @@ batch_wait_ms = 0.0                       # 0: a small share of the SLA
 [sla]
 p99_ms = 30.0                             # the SLA: end-to-end p99 inside the agent
 adaptive = true                           # false: a static configuration, pinned at engine.level
+precision = "device"                      # "auto": f32 accuracy mode first, fast precision as the first rung
 window_s = 1.0                            # control window
 min_frames = 50                           # fewer results: the window is extended (up to 5x)
 headroom = 0.8                            # step up only while p99 <= headroom x SLA

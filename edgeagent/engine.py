@@ -154,7 +154,7 @@ class Engine:
             opt = 1
         return DeviceLimits(max(1, max_streams), max(1, min(self._throughput_streams(), max_streams)), max(1, opt))
 
-    def ladder(self, max_batch: int) -> list[ExecLevel]:
+    def ladder(self, max_batch: int, accuracy_rung: bool = False) -> list[ExecLevel]:
         """The execution ladder for this device, CPU set and model (see tuner.derive_ladder)."""
         lim = self.device_limits()
         return derive_ladder(
@@ -164,6 +164,7 @@ class Engine:
             lim.optimal_requests,
             max_batch,
             allow_batch=max_batch > 1,
+            accuracy_rung=accuracy_rung,
         )
 
     def _throughput_streams(self) -> int:
@@ -203,6 +204,8 @@ class Engine:
                 props = {"PERFORMANCE_HINT": props["PERFORMANCE_HINT"]}
             if cfg.precision:
                 props["INFERENCE_PRECISION_HINT"] = cfg.precision
+            if level.accuracy:
+                props.update({"INFERENCE_PRECISION_HINT": "f32", "EXECUTION_MODE_HINT": "ACCURACY"})
             # OpenVINO sizes and pins its thread pool from the compiling thread's affinity.
             saved = os.sched_getaffinity(0)
             try:

@@ -56,7 +56,7 @@ class Switcher:
         self.model_cfg = model_cfg
         self.max_frame_bytes = 0
         self._post = post
-        self._cache: dict[tuple[int, int], Compiled] = {}  # (streams, batch) → compiled (one kept)
+        self._cache: dict[tuple[int, int, bool], Compiled] = {}  # (streams, batch, accuracy) → one kept
         self._lock = threading.Lock()  # guards the request slot below (written by other threads)
         self._want: tuple[int, ModelConfig | None, int] | None = None  # (level, new model, asked_ns)
         self._wake = threading.Event()
@@ -90,10 +90,10 @@ class Switcher:
 
     # ------------------------------------------------------------------ start-up (before start())
     def compile(self, level: int) -> Compiled:
-        """The current model at ladder ``level``, from the cache when its streams and batch match (more
-        infer requests need no recompile). Raises ModelError."""
+        """The current model at ladder ``level``, from the cache when its streams, batch and precision match
+        (more infer requests need no recompile). Raises ModelError."""
         lv = self.ladder[level]
-        key = (lv.streams, lv.batch)
+        key = (lv.streams, lv.batch, lv.accuracy)
         base = self._cache.get(key)
         if base is None:
             base = self.engine.compile(lv, self.model_cfg)
@@ -135,7 +135,7 @@ class Switcher:
             return
         if model_cfg is not None:
             self.model_cfg = model_cfg
-            self._cache = {(compiled.level.streams, compiled.level.batch): compiled}
+            self._cache = {(compiled.level.streams, compiled.level.batch, compiled.level.accuracy): compiled}
             self.last_compile_s = compiled.compile_s
             log.info(
                 "event=model_reloaded path=%s frame=%dx%d compile_s=%.3f",

@@ -30,15 +30,19 @@ MAX_STREAM_RUNGS = 6
 
 @dataclass(frozen=True)
 class ExecLevel:
-    """One execution configuration. ``streams`` and ``batch`` are fixed at compile time; ``requests``
-    (infer requests in flight) is not."""
+    """One execution configuration. ``streams``, ``batch`` and ``accuracy`` are fixed at compile time;
+    ``requests`` (infer requests in flight) is not. ``accuracy``: f32 with OpenVINO's ACCURACY
+    execution mode instead of the device's fast precision (bf16/f16 where it has one)."""
 
     streams: int
     requests: int
     batch: int
+    accuracy: bool = False
 
     def describe(self) -> str:
-        return f"streams={self.streams} requests={self.requests} batch={self.batch}"
+        return f"streams={self.streams} requests={self.requests} batch={self.batch}" + (
+            " precision=accuracy" if self.accuracy else ""
+        )
 
 
 def _stream_rungs(top: int) -> list[int]:
@@ -82,6 +86,7 @@ def derive_ladder(
     optimal_requests: int,
     max_batch: int = 4,
     allow_batch: bool = True,
+    accuracy_rung: bool = False,
 ) -> list[ExecLevel]:
     """The ordered levels, from the LATENCY configuration (level 0) to the most throughput.
 
@@ -90,7 +95,9 @@ def derive_ladder(
     * streams 2 ... top, geometric (1, 2, 4, 8 ... and exactly ``top`` last; at most
       :data:`MAX_STREAM_RUNGS` rungs), where top = min(``throughput_streams``, ``max_streams``,
       ``n_cpus``), each with streams + 1 requests (see :func:`_requests_for`);
-    * when ``allow_batch``: batch 2, 4 ... ≤ ``max_batch`` at the top stream count.
+    * when ``allow_batch``: batch 2, 4 ... ≤ ``max_batch`` at the top stream count;
+    * when ``accuracy_rung``: below all of these, 1 stream, 1 request, batch 1 in accuracy mode (f32), so
+      the controller moves to the device's fast precision only when the load asks for it.
 
     ``n_cpus``: CPUs in the inference CPU set; ``max_streams``: the device's RANGE_FOR_STREAMS upper
     bound; ``throughput_streams``: the THROUGHPUT hint's stream count; ``optimal_requests``: the device's
@@ -112,6 +119,8 @@ def derive_ladder(
     ladder += [ExecLevel(s, _requests_for(s, optimal_requests), 1) for s in _stream_rungs(top)]
     if allow_batch:
         ladder += [ExecLevel(top, _requests_for(top, optimal_requests), b) for b in _batch_sizes(max_batch)]
+    if accuracy_rung:
+        ladder.insert(0, ExecLevel(1, 1, 1, accuracy=True))
     return ladder
 
 

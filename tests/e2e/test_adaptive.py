@@ -182,3 +182,18 @@ def test_tight_sla_keeps_level_zero(start_agent: Any, tmp_path: Path) -> None:
     late = sum(c["dropped:late"] for c in per.values())
     over = sum(c["over_sla"] for c in per.values())
     assert late > 10 * over > 0, per  # misses avoided far outnumber results published late (the probes)
+
+
+def test_precision_auto_starts_in_accuracy_mode_and_climbs_out_of_it(start_agent: Any, tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[sla]\np99_ms = 400\nwindow_s = 0.5\nmin_frames = 20\nprecision = "auto"\n')
+    agent = start_agent("--config", str(cfg))
+    assert "0:streams=1 requests=1 batch=1 precision=accuracy" in agent.wait_for("event=ladder")
+    with Publisher(agent.listen, source="probe", mode="req", timeout_s=30) as p:
+        first = p.send(IMG)
+    assert isinstance(first, dict) and first["exec"]["level"] == 0 and first["exec"]["precision"] == "f32"
+    with Load(agent) as load:  # saturating, loose SLA: the fast precision is the first rung up
+        wait_level(agent, lambda lv: lv >= 1, 30)
+    settle_and_check(agent, load)
+    assert any("action=up from=0 to=1" in ln for ln in agent.lines)
+    assert any(r["exec"]["level"] >= 1 for r in load.results)  # results from the fast-precision rung

@@ -141,3 +141,16 @@ def test_model_errors_are_clear(tmp_path: Path) -> None:
         eng = Engine(ModelConfig(path=str(det), cache_dir=str(tmp_path)), CpuPlan.make(None))
         with pytest.raises(ModelError, match="dynamic"):
             eng.compile(LEVEL0)
+
+
+def test_the_accuracy_level_compiles_f32_in_accuracy_mode(tmp_path: Path) -> None:
+    from edgeagent.tuner import ExecLevel
+
+    engine = Engine(ModelConfig(cache_dir=str(tmp_path)), CpuPlan.make(None))
+    accurate = engine.compile(ExecLevel(1, 1, 1, accuracy=True))
+    assert accurate.precision == "f32"
+    assert str(accurate.model.get_property("EXECUTION_MODE_HINT")).upper().endswith("ACCURACY")
+    fast = engine.compile(LEVEL0)
+    assert str(fast.model.get_property("EXECUTION_MODE_HINT")).upper().endswith("PERFORMANCE")
+    ladder = engine.ladder(4, accuracy_rung=True)
+    assert ladder[0].accuracy and not any(lv.accuracy for lv in ladder[1:])

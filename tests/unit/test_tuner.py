@@ -488,3 +488,10 @@ def test_a_level_that_pays_stays_and_a_lower_load_is_no_verdict() -> None:
     light = WindowStats(0.0, 1.0, 120, 0, 5.0, 8.0, 8.0, 8.0, 0.5, 120)
     state2, ds = steps(state2, [light, light])
     assert all("no gain" not in d.reason for d in ds)
+
+
+def test_the_accuracy_rung_sits_below_the_fast_precision_levels() -> None:
+    plain = derive_ladder(2, 2, 2, 1, max_batch=4)
+    ladder = derive_ladder(2, 2, 2, 1, max_batch=4, accuracy_rung=True)
+    assert ladder[0] == ExecLevel(1, 1, 1, accuracy=True) and ladder[1:] == plain
+    assert ladder[0].describe() == "streams=1 requests=1 batch=1 precision=accuracy"
