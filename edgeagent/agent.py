@@ -273,11 +273,16 @@ class Agent:
         assert loop is not None and self.switcher is not None
         view, cv = loop.view, loop.controller.view
         win = cv.last_window
+        # The watchdog's measure (_making_progress), at scrape time. in_flight is read before
+        # last_progress_s: a completion in between makes the stall shorter, never a false one.
+        in_flight = loop.in_flight
+        stall_s = time.monotonic() - loop.last_progress_s if in_flight else 0.0
         return {
             "accounting": self.accounting.snapshot(),
             "level": view.level,
             "exec": view.exec,
-            "in_flight": loop.in_flight,
+            "in_flight": in_flight,
+            "stall_s": max(stall_s, 0.0),
             "window": None if win is None else {**dataclasses.asdict(win), "goodput_fps": win.goodput_fps},
             "windows": cv.windows,
             "windows_violating": cv.windows_violating,
