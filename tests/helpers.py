@@ -305,6 +305,7 @@ def ppocr_det_path() -> Path | None:
 # ---------------------------------------------------------------- monitoring/ (rules, dashboard)
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "edgeagent-rules.yml"
+DASHBOARD = MONITORING / "grafana-edgeagent.json"
 
 
 @dataclass(frozen=True)
@@ -357,6 +358,39 @@ def replace_exprs(text: str, new_expr: Callable[[Rule], str | None]) -> str:
         out += [text[pos : rule.start], f"{rule.indent}expr: |\n", body]
         pos = rule.end
     return "".join([*out, text[pos:]])
+
+
+# Grafana's built-in interval variables, and a value for the dashboard's own variables (all used as
+# label-value regular expressions: `{instance=~"$instance"}`).
+_GRAFANA_INTERVALS = re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__(rate_interval|interval|range)\}")
+_GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+
+def grafana_to_promql(expr: str) -> str:
+    """A dashboard query as Prometheus receives it: Grafana's variables replaced by typical values."""
+    return _GRAFANA_VARIABLE.sub(".*", _GRAFANA_INTERVALS.sub("5m", expr))
+
+
+def dashboard_exprs(dashboard: Mapping[str, Any]) -> dict[str, str]:
+    """Every PromQL query of a Grafana dashboard, by where it is: panel targets (rows included) and
+    the metric selectors of query variables (``label_values(SELECTOR, label)``)."""
+    out: dict[str, str] = {}
+
+    def walk(panels: list[Any]) -> None:
+        for panel in panels:
+            for t in panel.get("targets", []):
+                out[f"panel {panel['title']!r} {t['refId']}"] = t["expr"]
+            walk(panel.get("panels", []))
+
+    walk(dashboard["panels"])
+    for var in dashboard["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]  # Grafana 10+: dict
+        m = re.fullmatch(r"label_values\((.+),\s*\w+\)", query.strip())
+        assert m, f"variable {var['name']}: expected label_values(SELECTOR, label), got {query!r}"
+        out[f"variable {var['name']!r}"] = m[1]
+    return out
 
 
 _PROMQL_TOKEN = re.compile(

@@ -1,5 +1,6 @@
-"""monitoring/ against a real agent: the rules select only metrics the agent exports, and the SLO
-rules find the bucket at the agent's SLA in a real scrape (promtool evaluates them on it)."""
+"""monitoring/ against a real agent: the rules and the Grafana dashboard select only metrics the
+agent exports, and the SLO rules find the bucket at the agent's SLA in a real scrape (promtool
+evaluates them on it)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from edgeagent.publisher import Publisher
-from tests.helpers import RULES, AgentProcess, promql_metric_names, read_rules
+from tests.helpers import DASHBOARD, RULES, AgentProcess, dashboard_exprs, promql_metric_names, read_rules
 
 IMG = np.random.default_rng(7).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 SLA_MS = 12.5  # off the coarse bucket grid, so the SLA bucket's `le` is one the agent derived from it
@@ -45,7 +46,7 @@ def samples(text: str) -> list[Any]:
     return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 
 
-def test_rules_select_exported_metrics_and_find_the_sla_bucket(start_agent: Any, tmp_path: Path) -> None:
+def test_rules_and_dashboard_against_a_real_scrape(start_agent: Any, tmp_path: Path) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"[sla]\np99_ms = {SLA_MS}\nwindow_s = 0.2\nmin_frames = 5\n")
     agent = start_agent("--config", str(cfg))
@@ -57,6 +58,27 @@ def test_rules_select_exported_metrics_and_find_the_sla_bucket(start_agent: Any,
     for rule in rules:
         unknown = promql_metric_names(rule.expr) - recorded - exported - {"up"}  # `up`: Prometheus' own
         assert not unknown, f"{rule.name} selects metrics the agent does not export: {sorted(unknown)}"
+    queries = dashboard_exprs(json.loads(DASHBOARD.read_text()))
+    named = set()
+    for where, expr in queries.items():
+        names = promql_metric_names(expr)
+        assert names, f"dashboard {where}: no metric in {expr!r}"
+        assert names <= exported, f"dashboard {where} selects metrics the agent does not export: {names - exported}"
+        named |= names
+    # The dashboard shows what the issue asks for (histogram percentiles against the SLA line, the
+    # controller, cameras, compiles, process).
+    for name in (
+        "edgeagent_latency_seconds_bucket",
+        "edgeagent_sla_p99_seconds",
+        "edgeagent_window_goodput_fps",
+        "edgeagent_level",
+        "edgeagent_level_switches_total",
+        "edgeagent_frames_total",
+        "edgeagent_last_compile_seconds",
+        "edgeagent_process_cpu_seconds_total",
+        "edgeagent_process_resident_memory_bytes",
+    ):
+        assert name in named, name
 
     # The SLO rules on this scrape: promtool finds the bucket whose `le` is the agent's SLA (as
     # Prometheus formats it in count_values) and counts the frames over it.

@@ -1,14 +1,16 @@
 """monitoring/: the Prometheus rules pass `promtool check rules` and their unit tests
 (monitoring/tests/*.yml), every alert has a test in which it fires and one in which it stays quiet,
-and the example Prometheus config loads them.
+the example Prometheus config loads them, and the Grafana dashboard is importable and provisionable
+and every query in it parses.
 
-These need promtool (Debian's prometheus package, which .ci/run installs) and skip without it. That
-the rules name only metrics the agent exports is checked against a real agent in
-tests/e2e/test_monitoring.py.
+The promtool tests skip where promtool is missing (.ci/run installs Debian's prometheus package).
+That the rules and the dashboard name only metrics the agent exports is checked against a real
+agent in tests/e2e/test_monitoring.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -16,7 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import MONITORING, RULES, Rule, read_rules, replace_exprs
+from tests.helpers import (
+    DASHBOARD,
+    MONITORING,
+    RULES,
+    Rule,
+    dashboard_exprs,
+    grafana_to_promql,
+    read_rules,
+    replace_exprs,
+)
 
 UNIT_TESTS = sorted((MONITORING / "tests").glob("*.yml"))
 
@@ -81,3 +92,45 @@ def test_every_alert_has_a_test_that_fires_and_one_that_stays_quiet(promtool: st
         caught = set(re.findall(r"alertname: (\w+), time:", out))
         assert not re.search(r"rule: |err: ", out), f"{what}: the mutant did not evaluate:\n{out}"
         assert caught == alerts, f"alerts whose unit tests pass when it {what}: {sorted(alerts - caught)}"
+
+
+def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
+    """Every query of the dashboard, with Grafana's variables filled in, written as a recording rule:
+    `promtool check rules` parses each one."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = dashboard_exprs(dashboard)
+    assert len(exprs) >= 20
+    rules = "groups:\n  - name: dashboard\n    rules:\n" + "".join(
+        f"      - record: dashboard:query_{i}:check  # {where}\n        expr: {json.dumps(grafana_to_promql(expr))}\n"
+        for i, (where, expr) in enumerate(exprs.items())
+    )
+    (tmp_path / "dashboard.yml").write_text(rules)
+    check = run(promtool, "check", "rules", str(tmp_path / "dashboard.yml"))
+    assert check.returncode == 0, check.stdout + check.stderr + rules
+
+
+def test_dashboard_is_importable_and_provisionable() -> None:
+    """The same file works imported in the UI and provisioned from disk: a fixed uid, no database
+    id, no import-time inputs (provisioning cannot fill `${DS_...}`), every query on the
+    `datasource` template variable; panel ids unique, panels inside the 24-column grid, no overlap."""
+    d = json.loads(DASHBOARD.read_text())
+    assert d["uid"] == "edgeagent" and d["id"] is None and "__inputs" not in d
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    on_variable = {"type": "prometheus", "uid": "${datasource}"}
+    panels = [p for top in d["panels"] for p in (top, *top.get("panels", []))]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        if p["type"] != "row":
+            assert p["datasource"] == on_variable, p["title"]
+            assert p["targets"] and all(t["datasource"] == on_variable for t in p["targets"]), p["title"]
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["w"] >= 1 and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = p["title"]
+    for v in variables.values():
+        if v["type"] == "query":
+            assert v["datasource"] == on_variable, v["name"]
