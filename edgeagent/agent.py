@@ -37,6 +37,7 @@ from edgeagent.io.loop import IOLoop, NewSLA, ReloadModel, max_message_bytes
 from edgeagent.io.sockets import Sockets
 from edgeagent.logs import q
 from edgeagent.metrics import Metrics
+from edgeagent.models import ModelInfo
 from edgeagent.security import Guard
 from edgeagent.switcher import Switcher
 from edgeagent.systemd import Notifier
@@ -156,6 +157,7 @@ class Agent:
             " ".join(f"{k}={q(','.join(v))}" for k, v in eps.items()),
             q(f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics" if self.metrics_address else "off"),
         )
+        log.info("%s", _ready_line(eps, self.metrics_address, cfg, info))
         self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
 
     def _post(self, event: Any) -> None:
@@ -283,11 +285,16 @@ class Agent:
         assert loop is not None and self.switcher is not None
         view, cv = loop.view, loop.controller.view
         win = cv.last_window
+        # The watchdog's measure (_making_progress), at scrape time. in_flight is read before
+        # last_progress_s: a completion in between makes the stall shorter, never a false one.
+        in_flight = loop.in_flight
+        stall_s = time.monotonic() - loop.last_progress_s if in_flight else 0.0
         return {
             "accounting": self.accounting.snapshot(),
             "level": view.level,
             "exec": view.exec,
-            "in_flight": loop.in_flight,
+            "in_flight": in_flight,
+            "stall_s": max(stall_s, 0.0),
             "window": None if win is None else {**dataclasses.asdict(win), "goodput_fps": win.goodput_fps},
             "windows": cv.windows,
             "windows_violating": cv.windows_violating,
@@ -298,6 +305,27 @@ class Agent:
             "auth_refused": view.auth_refused,
             "interference": cv.interference,
         }
+
+
+def _ready_line(eps: dict[str, list[str]], metrics: tuple[str, int] | None, cfg: Config, info: ModelInfo) -> str:
+    """One sentence for a person reading the log when the agent is ready: where to send frames,
+    where results and metrics are, the model and the SLA (event=listening says it for machines).
+
+    A log line, not a print: under systemd stdout and stderr both reach the journal, but stdout is
+    block-buffered off a terminal (the line could come late, out of order with the log); a log
+    line keeps its place, timestamp and level, and with --log-format json it is JSON too ("msg")."""
+    send = [f"{ep} (imagezmq REQ/REP)" for ep in eps.get("listen", [])]
+    send += [f"{ep} (native PUSH)" for ep in eps.get("pull", [])]
+    parts = [f"send frames to {' or '.join(send)}"] if send else []
+    parts += [f"frames from {ep} (SUB)" for ep in eps.get("connect", [])]
+    results = eps.get("publish")
+    parts.append(f"results: {results[0]} (SUB, topic = source)" if results else "results: not published")
+    parts.append(f"metrics: http://{metrics[0]}:{metrics[1]}/metrics" if metrics else "metrics: off")
+    model = "built-in (synthetic weights)" if not cfg.model.path else info.path
+    parts.append(f"model: {model}, {info.frame_hw[1]}x{info.frame_hw[0]} BGR frames")
+    parts.append(f"SLA: p99 within {cfg.sla.p99_ms:g} ms ({'adaptive' if cfg.sla.adaptive else 'fixed level'})")
+    text = "; ".join(parts)
+    return f"Ready. {text[0].upper()}{text[1:]}."
 
 
 def _cpus(cpus: tuple[int, ...]) -> str:

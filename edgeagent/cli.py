@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,45 +22,164 @@ from edgeagent.errors import EXIT_CONFIG, EXIT_CRASH, EXIT_OK, EXIT_USAGE, Confi
 log = logging.getLogger("edgeagent.cli")
 
 # CLI flag → config key. Every flag of `run` has a key; the file is overridden by the flags given.
+# `run --help` groups the flags by the key's section (RUN_GROUPS) and shows the config default of
+# each (from the dataclasses: it cannot drift); a help text says what an unset (None) key means.
 RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
-    ("--model", "model.path", {"help": "model file (IR .xml, .onnx, .tflite, Paddle); default: built-in"}),
-    ("--input-shape", "model.input_shape", {"help": "N,C,H,W resolving dynamic dims, e.g. 1,3,480,640"}),
-    ("--frame-size", "model.frame_size", {"help": "WIDTHxHEIGHT of incoming frames (default: model size)"}),
-    ("--rgb", "model.rgb", {"action": "store_const", "const": True, "help": "the model wants RGB"}),
-    ("--bgr", "model.rgb", {"action": "store_const", "const": False, "help": "the model wants BGR"}),
-    ("--mean", "model.mean", {"help": "per-channel mean, comma-separated"}),
-    ("--scale", "model.scale", {"help": "per-channel scale, comma-separated"}),
-    ("--device", "model.device", {"help": "OpenVINO device (CPU)"}),
-    ("--precision", "model.precision", {"help": "inference precision: f32, bf16, f16"}),
-    ("--cache-dir", "model.cache_dir", {"help": "model and compile cache directory"}),
-    ("--listen", "ingest.listen", {"action": "append", "help": "ROUTER endpoint (imagezmq REQ/REP), repeatable"}),
-    ("--connect", "ingest.connect", {"action": "append", "help": "SUB connect (imagezmq PUB/SUB), repeatable"}),
-    ("--pull", "ingest.pull", {"action": "append", "help": "PULL endpoint (native PUSH), repeatable"}),
-    ("--reply", "ingest.reply", {"choices": ["json", "ok"], "help": "reply to REQ senders"}),
-    ("--max-sources", "ingest.max_sources", {"type": int}),
-    ("--max-frame-age-ms", "ingest.max_frame_age_ms", {"type": float}),
-    ("--results", "results.publish", {"help": "PUB endpoint for results ('' disables)"}),
-    ("--postprocess", "results.postprocess", {"choices": ["none", "topk"]}),
-    ("--topk", "results.topk", {"type": int}),
-    ("--cpus", "engine.cpus", {"help": "CPU set, comma-separated (default: all allowed)"}),
-    ("--level", "engine.level", {"type": int, "help": "start level (0 = LATENCY)"}),
-    ("--max-batch", "engine.max_batch", {"type": int}),
-    ("--sla-p99-ms", "sla.p99_ms", {"type": float}),
-    ("--sla-window-s", "sla.window_s", {"type": float}),
-    ("--adaptive", "sla.adaptive", {"action": "store_const", "const": True, "help": "adapt the level to the SLA"}),
+    ("--model", "model.path", {"metavar": "PATH", "help": "IR .xml, .onnx, .tflite or Paddle (default: built-in)"}),
+    (
+        "--input-shape",
+        "model.input_shape",
+        {"metavar": "N,C,H,W", "help": "resolves dynamic dimensions (default: the model's)"},
+    ),
+    ("--frame-size", "model.frame_size", {"metavar": "WxH", "help": "incoming frames (default: the model's size)"}),
+    (
+        "--rgb",
+        "model.rgb",
+        {"action": "store_const", "const": True, "help": "the model takes RGB (default: the model's; built-in: RGB)"},
+    ),
+    ("--bgr", "model.rgb", {"action": "store_const", "const": False, "help": "the model takes BGR, as frames come"}),
+    ("--mean", "model.mean", {"metavar": "M[,M,M]", "help": "per channel, model's colour order (default: none)"}),
+    ("--scale", "model.scale", {"metavar": "S[,S,S]", "help": "per channel, after the mean (default: none)"}),
+    ("--device", "model.device", {"metavar": "DEVICE", "help": "OpenVINO device"}),
+    (
+        "--precision",
+        "model.precision",
+        {"metavar": "{f32,bf16,f16}", "help": "inference precision (default: the device's)"},
+    ),
+    (
+        "--cache-dir",
+        "model.cache_dir",
+        {"metavar": "DIR", "help": "model and compile cache (default: $XDG_CACHE_HOME/edgeagent)"},
+    ),
+    (
+        "--listen",
+        "ingest.listen",
+        {
+            "action": "append",
+            "metavar": "ENDPOINT",
+            "help": "ROUTER for imagezmq REQ/REP senders; repeatable; '': none",
+        },
+    ),
+    (
+        "--connect",
+        "ingest.connect",
+        {"action": "append", "metavar": "ENDPOINT", "help": "SUB to an imagezmq PUB/SUB sender; repeatable"},
+    ),
+    (
+        "--pull",
+        "ingest.pull",
+        {"action": "append", "metavar": "ENDPOINT", "help": "PULL for native PUSH publishers; repeatable; '': none"},
+    ),
+    ("--reply", "ingest.reply", {"choices": ["json", "ok"], "help": "what a REQ sender gets for a processed frame"}),
+    ("--max-sources", "ingest.max_sources", {"type": int, "metavar": "N", "help": "cameras kept; more are rejected"}),
+    (
+        "--max-frame-age-ms",
+        "ingest.max_frame_age_ms",
+        {"type": float, "metavar": "MS", "help": "drop older frames when their turn comes; 0: off"},
+    ),
+    ("--results", "results.publish", {"metavar": "ENDPOINT", "help": "PUB for results, topic = source; '': off"}),
+    ("--postprocess", "results.postprocess", {"choices": ["none", "topk"], "help": "topk: a classifier's best"}),
+    ("--topk", "results.topk", {"type": int, "metavar": "K", "help": "classes with --postprocess topk"}),
+    ("--cpus", "engine.cpus", {"metavar": "LIST", "help": "CPU set, e.g. 1,2,3 (default: all the process may use)"}),
+    ("--level", "engine.level", {"type": int, "metavar": "N", "help": "start level; 0 = LATENCY"}),
+    ("--max-batch", "engine.max_batch", {"type": int, "metavar": "{1,2,4,8}", "help": "largest batch in the ladder"}),
+    ("--sla-p99-ms", "sla.p99_ms", {"type": float, "metavar": "MS", "help": "the SLA: p99 end-to-end latency"}),
+    ("--sla-window-s", "sla.window_s", {"type": float, "metavar": "SECONDS", "help": "control window"}),
+    (
+        "--adaptive",
+        "sla.adaptive",
+        {"action": "store_const", "const": True, "help": "enlarge throughput settings while the SLA holds"},
+    ),
     (
         "--static",
         "sla.adaptive",
         {"action": "store_const", "const": False, "help": "no adaptation: stay at --level (a static configuration)"},
     ),
-    ("--metrics", "metrics.listen", {"help": "Prometheus HOST:PORT ('' disables)"}),
-    ("--log-level", "log.level", {"choices": ["debug", "info", "warning", "error"]}),
-    ("--log-format", "log.format", {"choices": ["kv", "json"]}),
-    ("--curve-secret-key", "security.curve_secret_key", {"help": "server CURVE certificate (.key_secret)"}),
-    ("--curve-allow-dir", "security.curve_allow_dir", {"help": "directory of allowed client public certs"}),
-    ("--curve-exempt", "security.curve_exempt", {"action": "append", "help": "socket kind kept plain"}),
-    ("--allow-ip", "security.allow_ips", {"action": "append", "help": "allowed peer address, repeatable"}),
+    ("--metrics", "metrics.listen", {"metavar": "HOST:PORT", "help": "Prometheus endpoint; '': off"}),
+    ("--log-level", "log.level", {"choices": ["debug", "info", "warning", "error"], "help": "least severe logged"}),
+    ("--log-format", "log.format", {"choices": ["kv", "json"], "help": "key=value or JSON lines on stderr"}),
+    (
+        "--curve-secret-key",
+        "security.curve_secret_key",
+        {"metavar": "FILE", "help": "server certificate (.key_secret): CURVE on (default: off)"},
+    ),
+    (
+        "--curve-allow-dir",
+        "security.curve_allow_dir",
+        {"metavar": "DIR", "help": "allowed client public certificates (*.key), needed with CURVE (default: none)"},
+    ),
+    (
+        "--curve-exempt",
+        "security.curve_exempt",
+        {"action": "append", "metavar": "{listen,pull,publish}", "help": "socket kept plain; repeatable"},
+    ),
+    (
+        "--allow-ip",
+        "security.allow_ips",
+        {"action": "append", "metavar": "ADDRESS", "help": "allowed peer address; repeatable (default: any)"},
+    ),
 ]
+
+# Config section → (title, description) of its group in `run --help`, in the order shown.
+RUN_GROUPS: dict[str, tuple[str, str | None]] = {
+    "model": ("model", "the network and its pre-processing (inside the compiled graph)"),
+    "ingest": ("ingest", "where frames come in"),
+    "results": ("results", "where results go"),
+    "sla": ("SLA", "the latency target and the adaptive controller (all its knobs: [sla] in the config)"),
+    "engine": ("engine", "CPUs and execution level"),
+    "metrics": ("metrics", None),
+    "security": ("security", "CURVE and address allow-list on the bound sockets"),
+    "log": ("logging", None),
+}
+
+RUN_EXAMPLES = """\
+examples:
+  edgeagent run                      # built-in model: imagezmq on port 5555, native PUSH on 5557
+  edgeagent run --model det.onnx --input-shape 1,3,480,640 --sla-p99-ms 50   # adapts to the SLA
+  edgeagent run --static --level 2   # a static configuration: no adaptation
+  edgeagent run --config /etc/edgeagent/agent.toml --log-format json
+
+Every flag has a config key and overrides the file; `edgeagent config example` prints them all."""
+
+
+def _config_default(key: str) -> Any:
+    from edgeagent.config import Config
+
+    section, name = key.split(".")
+    return getattr(getattr(Config(), section), name)
+
+
+def _shown_default(key: str) -> str | None:
+    """The config default of ``key`` as ``--help`` shows it; None where unset means something the
+    flag's help says (the built-in model, the device's precision ...)."""
+    value = _config_default(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _help(key: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """``kw`` with the config default appended to its help (argparse %-formats help: % is escaped)."""
+    shown = _shown_default(key)
+    if kw.get("action") == "store_const":  # a switch: is it what the config does by default?
+        shown = "on" if kw["const"] == _config_default(key) else "off"
+    text = kw.get("help", "")
+    if shown is not None and "(default:" not in text:
+        text = f"{text} (default: {shown.replace('%', '%%')})".strip()
+    return {**kw, "help": text}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Room for metavars such as ``--curve-exempt {listen,pull,publish}``; the epilog kept as written."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34, width=min(shutil.get_terminal_size().columns, 110) - 2)
 
 
 def _dest(key: str) -> str:
@@ -91,10 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edgeagent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run the agent")
-    run.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+    run = sub.add_parser(
+        "run",
+        help="run the agent",
+        description="Run the agent: frames in over ZeroMQ, inference, results out, under a latency SLA.",
+        usage="%(prog)s [--config FILE] [options]",
+        epilog=RUN_EXAMPLES,
+        formatter_class=_HelpFormatter,
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help="TOML config file; the flags given override it")
+    groups = {section: run.add_argument_group(title, text) for section, (title, text) in RUN_GROUPS.items()}
     for flag, key, kw in RUN_FLAGS:
-        run.add_argument(flag, dest=_dest(key), default=None, **kw)
+        groups[key.split(".")[0]].add_argument(flag, dest=_dest(key), default=None, **_help(key, kw))
 
     info = sub.add_parser("info", help="describe a model and the device's recommended settings")
     info.add_argument("--model", help="model file (default: built-in)")

@@ -83,6 +83,12 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "edgeagent_in_flight_jobs", "Inference jobs started and not completed", value=st["in_flight"]
         )
+        yield GaugeMetricFamily(
+            "edgeagent_inference_stall_seconds",
+            "Seconds since an inference last completed while jobs are in flight (0 when none is): "
+            "the systemd watchdog stops past its limit",
+            value=st["stall_s"],
+        )
         yield CounterMetricFamily("edgeagent_level_switches", "Execution level switches", value=st["switches"])
         yield GaugeMetricFamily(
             "edgeagent_host_interference_ratio",

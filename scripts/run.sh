@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+. scripts/pip-quiet.sh
 if [ ! -x "$VENV/bin/edgeagent" ]; then
+  echo "edgeagent: first run: installing edgeagent and its dependencies into $VENV (about a minute)" >&2
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e .
+  pip_quiet install --upgrade pip
+  pip_quiet install -e .
 fi
 exec "$VENV/bin/edgeagent" run "$@"

@@ -5,12 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
+. scripts/pip-quiet.sh
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+echo "edgeagent: installing edgeagent with its test extras into $VENV" >&2
+pip_quiet install --upgrade pip
+pip_quiet install -e '.[test]'
 # A real pretrained model for the numerical tests: PP-OCRv4 det ships inside rapidocr-openvino.
 # --no-deps: we only need its ONNX files, not its pinned old OpenVINO or OpenCV.
-"$VENV/bin/python" -m pip install -q --no-deps rapidocr-openvino==1.4.4
+pip_quiet install --no-deps rapidocr-openvino==1.4.4
 "$VENV/bin/ruff" check edgeagent tests
 "$VENV/bin/ruff" format --check edgeagent tests
 "$VENV/bin/mypy" edgeagent

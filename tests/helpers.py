@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -298,3 +300,119 @@ def ppocr_det_path() -> Path | None:
         return None
     p = Path(spec.origin).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
     return p if p.exists() else None
+
+
+# ---------------------------------------------------------------- monitoring/ (rules, dashboard)
+MONITORING = ROOT / "monitoring"
+RULES = MONITORING / "edgeagent-rules.yml"
+DASHBOARD = MONITORING / "grafana-edgeagent.json"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a Prometheus rules file: ``kind`` is "alert" or "record"; ``start:end`` is the
+    span of its ``expr:`` entry in the file's text (to replace it)."""
+
+    kind: str
+    name: str
+    expr: str
+    indent: str
+    start: int
+    end: int
+
+
+_RULE = re.compile(r"^(?P<indent> *)- (?P<kind>alert|record): (?P<name>\S+)\n", re.M)
+
+
+def read_rules(text: str) -> list[Rule]:
+    """The rules of a rules file written as monitoring/edgeagent-rules.yml is: ``- alert:`` or
+    ``- record:`` followed by ``expr:`` on the next line, inline or as a ``|`` block. (There is no
+    YAML parser among the dependencies; a rule that is not found this way fails the caller's test.)"""
+    rules = []
+    for m in _RULE.finditer(text):
+        indent = m["indent"] + "  "
+        head = f"{indent}expr: "
+        start = m.end()
+        assert text.startswith(head, start), f"{m['name']}: expected {head!r} on the next line"
+        line_end = text.index("\n", start) + 1
+        first = text[start + len(head) : line_end - 1]
+        if first.strip() != "|":
+            rules.append(Rule(m["kind"], m["name"], first.strip(), indent, start, line_end))
+            continue
+        end = line_end
+        while end < len(text) and (text[end] == "\n" or text.startswith(indent + "  ", end)):
+            end = text.index("\n", end) + 1
+        expr = "\n".join(ln.strip() for ln in text[line_end:end].splitlines() if ln.strip())
+        rules.append(Rule(m["kind"], m["name"], expr, indent, start, end))
+    return rules
+
+
+def replace_exprs(text: str, new_expr: Callable[[Rule], str | None]) -> str:
+    """``text`` with the expression of every rule for which ``new_expr`` returns a string replaced."""
+    out, pos = [], 0
+    for rule in read_rules(text):
+        expr = new_expr(rule)
+        if expr is None:
+            continue
+        body = "".join(f"{rule.indent}  {ln}\n" for ln in expr.splitlines())
+        out += [text[pos : rule.start], f"{rule.indent}expr: |\n", body]
+        pos = rule.end
+    return "".join([*out, text[pos:]])
+
+
+# Grafana's built-in interval variables, and a value for the dashboard's own variables (all used as
+# label-value regular expressions: `{instance=~"$instance"}`).
+_GRAFANA_INTERVALS = re.compile(r"\$__(rate_interval|interval|range)\b|\$\{__(rate_interval|interval|range)\}")
+_GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+
+def grafana_to_promql(expr: str) -> str:
+    """A dashboard query as Prometheus receives it: Grafana's variables replaced by typical values."""
+    return _GRAFANA_VARIABLE.sub(".*", _GRAFANA_INTERVALS.sub("5m", expr))
+
+
+def dashboard_exprs(dashboard: Mapping[str, Any]) -> dict[str, str]:
+    """Every PromQL query of a Grafana dashboard, by where it is: panel targets (rows included) and
+    the metric selectors of query variables (``label_values(SELECTOR, label)``)."""
+    out: dict[str, str] = {}
+
+    def walk(panels: list[Any]) -> None:
+        for panel in panels:
+            for t in panel.get("targets", []):
+                out[f"panel {panel['title']!r} {t['refId']}"] = t["expr"]
+            walk(panel.get("panels", []))
+
+    walk(dashboard["panels"])
+    for var in dashboard["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]  # Grafana 10+: dict
+        m = re.fullmatch(r"label_values\((.+),\s*\w+\)", query.strip())
+        assert m, f"variable {var['name']}: expected label_values(SELECTOR, label), got {query!r}"
+        out[f"variable {var['name']!r}"] = m[1]
+    return out
+
+
+_PROMQL_TOKEN = re.compile(
+    r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`'  # strings
+    r"|\{[^}]*\}|\[[^\]]*\]"  # label matchers, ranges
+    r"|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"  # label lists
+    r"|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[smhdwy]*"  # numbers and durations
+    r"|(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<call>\s*\()?"
+)
+_PROMQL_WORDS = {"and", "or", "unless", "offset", "bool", "inf", "nan", "by", "without", "on", "ignoring"}
+# Aggregation operators may take their label list before the parenthesis: `sum by (x) (...)`.
+_PROMQL_WORDS |= {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values"}
+_PROMQL_WORDS |= {"bottomk", "topk", "quantile", "group_left", "group_right"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (a small tokenizer, enough for our queries:
+    strings, matchers, ranges and label lists are skipped; a name followed by ``(`` is a function,
+    and so is an aggregation operator)."""
+    names = set()
+    for m in _PROMQL_TOKEN.finditer(expr):
+        name = m["name"]
+        if name and not m["call"] and name.lower() not in _PROMQL_WORDS:
+            names.add(name)
+    return names

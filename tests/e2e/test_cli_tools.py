@@ -1,12 +1,17 @@
-"""The info and publish commands, and the CPU plan, as a user runs them."""
+"""The info and publish commands, the line that says the agent is ready, and the CPU plan, as a user
+runs them."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeagent.engine import split_cpus
+from edgeagent.publisher import Publisher
 from tests.helpers import run_cli
 
 
@@ -70,6 +75,34 @@ def test_publish_from_an_image_folder(start_agent: Any, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["replies"] == {"ok": 4}  # resized to the 224x224 the agent expects
+
+
+def test_ready_line_says_where_to_send_frames(start_agent: Any) -> None:
+    """When the agent is ready, one line of plain prose in the log says where to send frames, where
+    results and metrics are, the model and the SLA; a frame sent where it says gets an answer. With
+    --log-format json every line stays JSON, that one as "msg"."""
+    agent = start_agent()
+    line = agent.wait_for("Ready. ")
+    text = line.split(" logger=edgeagent.agent ", 1)[1]
+    assert text.startswith("Ready. ") and "event=" not in text, text
+    for part in (
+        f"Ready. Send frames to {agent.listen} (imagezmq REQ/REP) or {agent.pull} (native PUSH);",
+        f"results: {agent.results} (SUB",
+        f"metrics: {agent.metrics_url}",
+        "model: built-in (synthetic weights), 224x224 BGR frames",
+        "SLA: p99 within 30 ms (fixed level)",
+    ):
+        assert part in text, (part, text)
+    m = re.search(r"Send frames to (\S+) \(imagezmq REQ/REP\)", text)
+    assert m is not None
+    with Publisher(m[1], source="first-frame", mode="req", fmt="imagezmq", timeout_s=30) as p:
+        reply = p.send(np.zeros((224, 224, 3), np.uint8))
+    assert isinstance(reply, dict) and reply["status"] == "ok", reply
+
+    agent = start_agent("--log-format", "json", "--adaptive", "--sla-p99-ms", "45", wait=False)
+    line = agent.wait_for('"msg": "Ready. ')
+    assert "SLA: p99 within 45 ms (adaptive)" in json.loads(line)["msg"]
+    assert all(json.loads(ln) for ln in agent.lines), agent.log()
 
 
 def test_cpu_plan_keeps_a_cpu_for_sockets_from_three_up() -> None:

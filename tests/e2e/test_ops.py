@@ -180,11 +180,28 @@ def test_watchdog_stops_while_inference_hangs(start_agent: Any, tmp_path: Path) 
         )
         ns.wait_for("READY=1")
         ns.wait_for("WATCHDOG=1")  # idle: pings flow
+        assert agent.scrape()["edgeagent_inference_stall_seconds"] == 0  # nothing in flight
+        # The metric the EdgeAgentStalled alert reads, scraped while the job hangs.
+        stalls: list[float] = []
+        hung = threading.Event()
+
+        def scrape_stall() -> None:
+            while not hung.is_set():
+                stalls.append(agent.scrape().get("edgeagent_inference_stall_seconds", 0.0))
+                hung.wait(0.1)
+
+        scraper = threading.Thread(target=scrape_stall, daemon=True)
+        scraper.start()
         with Publisher(agent.listen, source="slow", mode="req", timeout_s=120) as p:
             t0 = time.monotonic()
             reply = p.send(np.zeros((32, 32, 3), np.uint8))
             t1 = time.monotonic()
+        hung.set()
+        scraper.join(10)
         assert isinstance(reply, dict) and reply["status"] == "ok", reply
+        # While the watchdog was silent the stall gauge passed the watchdog's limit; now it is 0.
+        assert max(stalls, default=0.0) > WATCHDOG_S, stalls
+        assert agent.scrape()["edgeagent_inference_stall_seconds"] == 0
         # OpenVINO's own measure of the job. The job started after t0 and ended before t1, so it ran
         # at least over [t1 - hang, t0 + hang]: no ping may be stamped in there, except one decided
         # before the job started (up to WATCHDOG_S after the last progress) and delivered late.
