@@ -10,7 +10,10 @@ is always the freshest. :meth:`Slots.take` forms the next job:
    then even if it started now (now + the job-time estimate > deadline) is handed back to be dropped
    as ``late``: started, it would only publish a result over the SLA and hold the request that a
    frame which can still make it needs. (Under overload, earliest-deadline-first without this rule
-   serves exactly the frames most likely to be late.)
+   serves exactly the frames most likely to be late.) Only frames late *because they waited* are
+   dropped: when the estimate alone exceeds the SLA (a CPU hog, an SLA this level cannot meet), no
+   frame could do better, so frames are served, counted over the SLA, and the controller, seeing the
+   SLA broken, steps down. Dropping them all would answer a lone REQ camera with nothing but drops.
 3. **order** among the feasible frames: higher ``priority`` first; then the source that has received
    the least service for its ``weight`` (start-time fair queuing: each served frame advances its
    source's virtual time by 1 / weight, and a source that was idle starts at the current virtual
@@ -119,7 +122,7 @@ class Slots:
         for source, frame in list(self._frames.items()):
             if max_age_ns and now_ns - frame.rx_ns > max_age_ns:
                 out.expired.append(self._frames.pop(source))
-            elif sla_ns and job_ns and now_ns + job_ns > frame.rx_ns + sla_ns:
+            elif sla_ns and 0 < job_ns <= sla_ns and now_ns + job_ns > frame.rx_ns + sla_ns:
                 out.late.append(self._frames.pop(source))
         if not self._frames:
             return out

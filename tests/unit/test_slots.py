@@ -159,3 +159,10 @@ def test_job_timer_is_a_high_percentile_of_recent_jobs_and_expires() -> None:
     timer.observe(9 * MS, 2000 * MS)
     timer.reset()
     assert timer.estimate_ns(2000 * MS) == 0
+
+
+def test_when_no_frame_could_make_the_sla_frames_are_served_not_dropped() -> None:
+    slots = Slots()
+    slots.put(frame("lone", 10))  # fresh: it has waited 0 ms, but the job alone takes 40 ms > SLA 30 ms
+    take = slots.take(10 * MS, 1, 0, sla_ns=30 * MS, job_ns=40 * MS)
+    assert take.late == [] and [f.source for f in take.frames] == ["lone"]
