@@ -90,7 +90,7 @@ def test_ready_line_says_where_to_send_frames(start_agent: Any) -> None:
         f"results: {agent.results} (SUB",
         f"metrics: {agent.metrics_url}",
         "model: built-in (synthetic weights), 224x224 BGR frames",
-        "SLA: p99 within 30 ms (fixed level)",
+        "SLA: p99 within 30 ms (adaptive)",  # adaptation is the default
     ):
         assert part in text, (part, text)
     m = re.search(r"Send frames to (\S+) \(imagezmq REQ/REP\)", text)
@@ -99,9 +99,9 @@ def test_ready_line_says_where_to_send_frames(start_agent: Any) -> None:
         reply = p.send(np.zeros((224, 224, 3), np.uint8))
     assert isinstance(reply, dict) and reply["status"] == "ok", reply
 
-    agent = start_agent("--log-format", "json", "--adaptive", "--sla-p99-ms", "45", wait=False)
+    agent = start_agent("--log-format", "json", "--static", "--sla-p99-ms", "45", wait=False)
     line = agent.wait_for('"msg": "Ready. ')
-    assert "SLA: p99 within 45 ms (adaptive)" in json.loads(line)["msg"]
+    assert "SLA: p99 within 45 ms (fixed level)" in json.loads(line)["msg"]
     assert all(json.loads(ln) for ln in agent.lines), agent.log()
 
 
