@@ -261,7 +261,9 @@ def main(args: argparse.Namespace) -> int:
     for row in summary:
         if row["config"].startswith("hub: THROUGHPUT") and row["throughput_fps"]:
             result["adaptive_throughput_over_hub"] = round(adaptive["throughput_fps"] / row["throughput_fps"], 3)
-            result["adaptive_goodput_over_hub"] = round(adaptive["goodput_fps"] / max(row["goodput_fps"], 1e-9), 3)
+            result["adaptive_goodput_over_hub"] = (
+                round(adaptive["goodput_fps"] / row["goodput_fps"], 3) if row["goodput_fps"] else None
+            )
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result))
