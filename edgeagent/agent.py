@@ -234,8 +234,7 @@ class Agent:
         loop = self.loop
         if loop is None or loop.stopped.is_set():
             return False
-        limit = self.notifier.watchdog_s or 10.0
-        return loop.in_flight == 0 or now - loop.last_progress_s < limit
+        return loop.stall_s(now) < (self.notifier.watchdog_s or 10.0)
 
     # ------------------------------------------------------------------ reload
     def reload(self) -> None:
@@ -285,16 +284,13 @@ class Agent:
         assert loop is not None and self.switcher is not None
         view, cv = loop.view, loop.controller.view
         win = cv.last_window
-        # The watchdog's measure (_making_progress), at scrape time. in_flight is read before
-        # last_progress_s: a completion in between makes the stall shorter, never a false one.
         in_flight = loop.in_flight
-        stall_s = time.monotonic() - loop.last_progress_s if in_flight else 0.0
         return {
             "accounting": self.accounting.snapshot(),
             "level": view.level,
             "exec": view.exec,
             "in_flight": in_flight,
-            "stall_s": max(stall_s, 0.0),
+            "stall_s": loop.stall_s(time.monotonic()),  # the watchdog's measure, at scrape time
             "window": None if win is None else {**dataclasses.asdict(win), "goodput_fps": win.goodput_fps},
             "windows": cv.windows,
             "windows_violating": cv.windows_violating,

@@ -32,7 +32,8 @@ class _JSONFormatter(logging.Formatter):
         try:
             pairs = [p.split("=", 1) for p in shlex.split(msg)]
             if all(len(p) == 2 for p in pairs):
-                out.update({k: v for k, v in pairs})
+                for k, v in pairs:  # the record's own ts/level/logger win; a clashing field keeps a prefix
+                    out["field_" + k if k in ("ts", "level", "logger") else k] = v
             else:
                 out["msg"] = msg
         except ValueError:

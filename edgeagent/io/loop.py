@@ -153,6 +153,14 @@ class IOLoop:
             return not self._thread.is_alive()
         return True
 
+    def stall_s(self, now_s: float) -> float:
+        """Seconds a running job has gone without a completion (0 with no job in flight): the watchdog's
+        and the stall metric's measure. Any thread. ``in_flight`` is read before ``last_progress_s``: a
+        completion in between makes the stall shorter, never a false one."""
+        if self.in_flight == 0:
+            return 0.0
+        return max(0.0, now_s - self.last_progress_s)
+
     def _wake(self) -> None:
         # The eventfd is never closed: a late OpenVINO callback or post() may still write to it after
         # the loop has ended, and a closed descriptor number could meanwhile belong to another file.
@@ -330,6 +338,10 @@ class IOLoop:
                 for f in take.frames:
                     self._drop(f, "error")
                 continue
+            if self.in_flight == 0:
+                # The watchdog's clock: "no completion for too long while a job runs" starts at this job,
+                # not at the last completion before an idle gap (which made a new job look stalled).
+                self.last_progress_s = time.monotonic()
             self.in_flight += 1
             self.meter.busy(not self.engine.idle, now_ns)
 

@@ -219,3 +219,17 @@ def test_a_frame_that_can_no_longer_make_the_sla_is_dropped_as_late_and_answered
     h.engine.finish()
     assert d.poll(10_000) and json.loads(d.recv_multipart()[-1])["status"] == "ok"
     d.close()
+
+
+def test_the_watchdog_clock_starts_with_the_first_job_after_an_idle_gap(harness: Callable[..., Harness]) -> None:
+    h = harness(level=0)
+    h.send("cam", 0, image(1))
+    h.wait("job 0", lambda: len(h.engine.started) == 1)
+    h.engine.finish()
+    h.wait("result 0", lambda: h.counts("cam")["processed"] == 1)
+    time.sleep(0.05)  # idle: no job, no completion
+    before = time.monotonic()
+    h.send("cam", 1, image(2))
+    h.wait("job 1", lambda: len(h.engine.started) == 2)
+    assert h.loop.in_flight == 1 and h.loop.last_progress_s >= before  # not stalled since the idle gap
+    h.engine.finish()

@@ -140,3 +140,14 @@ def test_non_finite_and_out_of_range_numbers_are_rejected() -> None:
 def test_a_flag_can_fix_a_file_value(tmp_path: Path) -> None:
     p = write(tmp_path, "[sla]\np99_ms = -5\n")
     assert config.load(p, {"sla.p99_ms": 20.0}).sla.p99_ms == 20.0
+
+
+def test_json_logs_keep_the_record_level_when_a_field_is_called_level() -> None:
+    import json as json_mod
+    import logging
+
+    from edgeagent.logs import _JSONFormatter
+
+    record = logging.LogRecord("edgeagent.x", logging.WARNING, __file__, 1, "event=window level=3 p99_ms=4", (), None)
+    out = json_mod.loads(_JSONFormatter().format(record))
+    assert (out["level"], out["field_level"], out["event"], out["p99_ms"]) == ("warning", "3", "window", "4")
