@@ -491,7 +491,6 @@ def decide(
         )
 
     if idle_streak >= policy.idle_windows and level > 0:
-        below = state.memory.get(level - 1)
         if below is not None and _struggled_at(
             below, offered_fps, now, policy, failures_only=False, interference=window.interference
         ):

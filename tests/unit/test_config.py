@@ -77,42 +77,12 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     r = run_cli("run", "--no-such-flag")
     assert r.returncode == EXIT_USAGE and "unrecognized arguments" in r.stderr
 
-    r = run_cli(
-        "run",
-        "--model",
-        str(tmp_path / "missing.onnx"),
-        "--metrics",
-        "",
-        "--listen",
-        "",
-        "--pull",
-        "",
-        "--connect",
-        "tcp://127.0.0.1:1",
-        "--results",
-        "",
-    )
-    assert r.returncode == EXIT_MODEL
-    assert "model file not found" in r.stderr and "missing.onnx" in r.stderr
-
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(b"\x08\x07garbage not a model")
-    r = run_cli(
-        "run",
-        "--model",
-        str(corrupt),
-        "--metrics",
-        "",
-        "--listen",
-        "",
-        "--pull",
-        "",
-        "--connect",
-        "tcp://127.0.0.1:1",
-        "--results",
-        "",
-    )
-    assert r.returncode == EXIT_MODEL and "cannot read model" in r.stderr
+    no_sockets = ["--metrics", "", "--listen", "", "--pull", "", "--connect", "tcp://127.0.0.1:1", "--results", ""]
+    for model, message in ((tmp_path / "missing.onnx", "model file not found"), (corrupt, "cannot read model")):
+        r = run_cli("run", "--model", str(model), *no_sockets)
+        assert r.returncode == EXIT_MODEL and message in r.stderr and model.name in r.stderr, r.stderr
 
 
 def test_config_check_and_example(tmp_path: Path) -> None:
