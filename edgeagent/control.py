@@ -9,7 +9,9 @@ The level-change protocol, end to end (each step names the one thread that does 
    the controller marks it pending and judges no window until the request is settled.
 3. **compile** (the switcher's thread): the compiled-model cache or a fresh compile, off the hot path.
 4. **queue** (switcher → I/O thread): the compiled model is posted to the loop's inbox, or, if the
-   compile failed, the failure is (the controller then backs that level off: :meth:`on_failed`).
+   compile failed, the failure is (the controller then backs that level off: :meth:`on_failed`; a
+   failed reload, which absorbs a pending level request, settles it: :meth:`on_cancelled`). A reload
+   is requested at the pending target level when there is one, so it never undoes a level change.
 5. **drain** (I/O thread): no new job starts while a swap is queued; frames wait in their slots.
 6. **swap** (I/O thread): once no job is in flight, the engine activates the new model's requests,
    the swap epoch increments and the window meter restarts at the new level.
@@ -97,6 +99,12 @@ class Controller:
         if self.state.level != level:
             self.state = replace(self.state, level=level)
         self.view = replace(self.view, running=level, pending=None)
+
+    def on_cancelled(self) -> None:
+        """The request was settled without a swap (a failed reload absorbed it): the running level stays."""
+        if self.state.level != self.view.running:
+            self.state = replace(self.state, level=self.view.running)
+        self.view = replace(self.view, pending=None)
 
     def on_failed(self, level: int) -> None:
         """``level`` could not be compiled: keep off it (and above it) for the longest back-off."""

@@ -33,7 +33,7 @@ class Swap:
     compiled: Compiled
     level: int
     reload: bool
-    asked_ns: int  # monotonic time of the request (switch duration = swap time - this)
+    posted_ns: int  # monotonic time it was posted (switch duration = drain + swap = swap time - this)
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class Switcher:
         self._post = post
         self._cache: dict[tuple[int, int, bool], Compiled] = {}  # (streams, batch, accuracy) → one kept
         self._lock = threading.Lock()  # guards the request slot below (written by other threads)
-        self._want: tuple[int, ModelConfig | None, int] | None = None  # (level, new model, asked_ns)
+        self._want: tuple[int, ModelConfig | None] | None = None  # (level, new model)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,7 +71,7 @@ class Switcher:
         level it is compiled at."""
         with self._lock:
             pending_model = self._want[1] if self._want is not None else None
-            self._want = (level, model_cfg or pending_model, time.monotonic_ns())
+            self._want = (level, model_cfg or pending_model)
         self._wake.set()
 
     def start(self, max_frame_bytes: int) -> None:
@@ -117,7 +117,7 @@ class Switcher:
                 log.exception("event=switch_failed level=%d", want[0])
                 self._post(SwitchFailed(want[0], want[1] is not None, f"{type(exc).__name__}: {exc}"))
 
-    def _handle(self, level: int, model_cfg: ModelConfig | None, asked_ns: int) -> None:
+    def _handle(self, level: int, model_cfg: ModelConfig | None) -> None:
         try:
             if model_cfg is None:
                 compiled = self.compile(level)
@@ -144,4 +144,4 @@ class Switcher:
                 compiled.info.frame_hw[0],
                 compiled.compile_s,
             )
-        self._post(Swap(compiled, level, model_cfg is not None, asked_ns))
+        self._post(Swap(compiled, level, model_cfg is not None, time.monotonic_ns()))

@@ -386,6 +386,7 @@ class IOLoop:
         )
         # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
         self._reply(frame.reply_sock, frame.envelope, b"OK" if self.ingest_cfg.reply == "ok" else body)
+        frame.envelope = None  # answered: a failure below is counted, never answered a second time
         parts: list[Any] = [frame.source.encode(), body]
         if rc.send_outputs:
             parts.extend(outputs)
@@ -406,13 +407,17 @@ class IOLoop:
             if isinstance(ev, Swap):
                 self._swap = ev  # the newest wins; applied below once no job is in flight
             elif isinstance(ev, SwitchFailed):
-                if not ev.reload:
+                if ev.reload:
+                    self.controller.on_cancelled()
+                else:
                     self.controller.on_failed(ev.level)
             elif isinstance(ev, NewSLA):
                 self.sla = ev.sla
                 self.controller.set_sla(ev.sla)
-            else:
-                self._request_switch(self._level, ev.model)
+                self.job_timer.stale_ns = int(ev.sla.window_s * 1e9)
+            else:  # ReloadModel: at the level a pending change is heading to, so the reload does not undo it
+                pending = self.controller.view.pending
+                self._request_switch(self._level if pending is None else pending, ev.model)
         if self._swap is not None and self.in_flight == 0:
             self._apply_swap(self._swap)
             self._swap = None
@@ -421,7 +426,15 @@ class IOLoop:
         """Drained: activate the new model's requests, start a new window, confirm to the controller."""
         compiled = swap.compiled
         old = self.engine.active
-        self.engine.activate(compiled, self._on_done)
+        try:
+            self.engine.activate(compiled, self._on_done)
+        except RuntimeError as exc:  # e.g. no memory for the new requests: the old ones keep running
+            log.error("event=swap_failed level=%d reload=%s error=%s", swap.level, swap.reload, q(str(exc)[:200]))
+            if swap.reload:
+                self.controller.on_cancelled()
+            else:
+                self.controller.on_failed(swap.level)
+            return
         if compiled.info.frame_hw != self.limits.frame_hw:
             # A reloaded model takes another frame size: waiting frames of the old size cannot run.
             self.limits = FrameLimits(compiled.info.frame_hw, self.ingest_cfg.max_header_bytes)
@@ -435,7 +448,7 @@ class IOLoop:
         self.controller.on_swapped(swap.level)
         self._exec_info = {"level": swap.level, **compiled.describe()}
         self._output_names = [n for n, _t, _s in compiled.info.outputs]
-        switch_s = (now_ns - swap.asked_ns) / 1e9
+        switch_s = (now_ns - swap.posted_ns) / 1e9
         self.view = replace(
             self.view,
             level=swap.level,
@@ -492,6 +505,7 @@ class IOLoop:
             if self._wake_fd in events:
                 _drain_eventfd(self._wake_fd)
             self._handle_completions()
+            self._completions_done(self.engine.failed_jobs())  # OpenVINO calls no callback for a failed job
             for s, kind in self.sockets.ingest:  # answer late requests instead of leaving senders waiting
                 if s in events:
                     self._read(s, kind == "listen", stopping=True)

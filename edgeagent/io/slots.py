@@ -36,6 +36,8 @@ from edgeagent.config import DEFAULT_SOURCE, SourceConfig
 from edgeagent.tuner import nearest_rank
 from edgeagent.wire import Frame
 
+DEADLINE_SLACK_NS = 2_000_000
+
 
 @dataclass
 class Take:
@@ -146,7 +148,9 @@ class Slots:
             return None
         until = min(f.rx_ns for f in self._frames.values()) + batch_wait_ns
         if sla_ns:
-            until = min(until, min(f.rx_ns for f in self._frames.values()) + sla_ns - job_ns)
+            # Ends DEADLINE_SLACK_NS before the last moment the oldest frame could start: the poll that
+            # ends the wait wakes up to a millisecond late, and a frame past that moment is dropped as late.
+            until = min(until, min(f.rx_ns for f in self._frames.values()) + sla_ns - job_ns - DEADLINE_SLACK_NS)
         return max(0, until - now_ns)
 
     def remove_if(self, pred: Callable[[Frame], bool]) -> list[Frame]:

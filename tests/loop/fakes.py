@@ -193,4 +193,4 @@ def image(value: int, hw: tuple[int, int] = (8, 8)) -> np.ndarray:
 
 
 def swap_to(level: int, hw: tuple[int, int] = (8, 8)) -> Swap:
-    return Swap(FakeCompiled(LADDER[level], info(hw)), level, reload=hw != (8, 8), asked_ns=time.monotonic_ns())  # type: ignore[arg-type]
+    return Swap(FakeCompiled(LADDER[level], info(hw)), level, reload=hw != (8, 8), posted_ns=time.monotonic_ns())  # type: ignore[arg-type]

@@ -233,3 +233,19 @@ def test_the_watchdog_clock_starts_with_the_first_job_after_an_idle_gap(harness:
     h.wait("job 1", lambda: len(h.engine.started) == 2)
     assert h.loop.in_flight == 1 and h.loop.last_progress_s >= before  # not stalled since the idle gap
     h.engine.finish()
+
+
+def test_a_failed_reload_settles_a_pending_level_request(harness: Callable[..., Harness]) -> None:
+    from edgeagent.config import ModelConfig
+    from edgeagent.io.loop import ReloadModel
+
+    h = harness(level=0, adaptive=True, window_s=0.05, min_frames=1, up_windows=1, busy_demand=0.01)
+    n = saturate_until_a_level_request(h)
+    assert h.controller.view.pending == 1
+    h.loop.post(ReloadModel(ModelConfig(path="/nonexistent.onnx")))
+    h.wait("the reload requested", lambda: len(h.switch_requests) == 2)
+    assert h.switch_requests[1][0] == 1  # at the pending target: the reload must not undo the change
+    h.loop.post(SwitchFailed(1, reload=True, error="model file not found"))
+    h.wait("the request settled", lambda: h.controller.view.pending is None)
+    h.engine.finish()
+    assert h.collect(n)[-1]["exec"]["level"] == 0 and h.controller.view.running == 0

@@ -74,3 +74,13 @@ def test_a_swap_the_controller_did_not_ask_for_is_followed() -> None:
     c.on_swapped(0)  # e.g. a reload brought level 0
     assert c.state.level == 0 and c.view.running == 0
     assert c.on_window(window(500, level=0)) is None  # level 0: hold at the bottom
+
+
+def test_a_request_absorbed_by_a_failed_reload_is_cancelled_and_adapting_goes_on() -> None:
+    c = controller()
+    c.on_window(window(5))
+    assert c.on_window(window(5)) == 1
+    c.on_cancelled()  # the reload that carried the request failed: nothing was swapped
+    assert (c.view.pending, c.view.running, c.state.level) == (None, 0, 0)
+    assert c.on_window(window(500)) is None  # judged again (a break at level 0 holds)
+    assert c.view.last_decision is not None and "at level 0" in c.view.last_decision.reason
