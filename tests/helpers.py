@@ -416,3 +416,31 @@ def promql_metric_names(expr: str) -> set[str]:
         if name and not m["call"] and name.lower() not in _PROMQL_WORDS:
             names.add(name)
     return names
+
+
+@dataclass
+class WindowedScrape:
+    """A scrape taken once control windows with results have closed (every family has samples)."""
+
+    text: str  # the exposition text
+    status: dict[str, Any]  # the scrape (tools.scrape) that saw the last window with results
+    sent: int  # frames sent (and answered) before it
+
+
+def scrape_after_windows(
+    agent: AgentProcess, image: np.ndarray, windows: int = 1, source: str = "cam"
+) -> WindowedScrape:
+    """Send REQ frames until ``windows`` control windows have closed, the last one with results (its
+    percentiles are numbers, not NaN), then take the exposition text. Fails after 60 s."""
+    sent = 0
+    with Publisher(agent.listen, source=source, mode="req", timeout_s=10) as p:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert isinstance(p.send(image), dict)
+            sent += 1
+            if sent % 10 == 0:
+                st = agent.scrape()
+                if st.get("edgeagent_windows_total", 0) >= windows and st["window"].get("p99", float("nan")) > 0:
+                    text = urllib.request.urlopen(agent.metrics_url, timeout=5).read().decode()
+                    return WindowedScrape(str(text), st, sent)
+    raise AssertionError(f"no {windows} control windows with results after {sent} frames:\n{agent.log()}")

@@ -7,37 +7,23 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edgeagent.publisher import Publisher
-from tests.helpers import DASHBOARD, RULES, AgentProcess, dashboard_exprs, promql_metric_names, read_rules
+from tests.helpers import (
+    DASHBOARD,
+    RULES,
+    dashboard_exprs,
+    promql_metric_names,
+    read_rules,
+    scrape_after_windows,
+)
 
 IMG = np.random.default_rng(7).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 SLA_MS = 12.5  # off the coarse bucket grid, so the SLA bucket's `le` is one the agent derived from it
-
-
-def scrape_with_every_family(agent: AgentProcess) -> str:
-    """The agent's exposition text once frames were processed and a control window with results
-    closed: from then on every family the agent exports has samples (the window gauges too)."""
-    with Publisher(agent.listen, source="cam", mode="req", timeout_s=10) as p:
-        deadline = time.monotonic() + 60
-        sent = 0
-        while time.monotonic() < deadline:
-            assert isinstance(p.send(IMG), dict)
-            sent += 1
-            if sent % 10 == 0:
-                st = agent.scrape()
-                if st.get("edgeagent_windows_total", 0) >= 1 and st["window"].get("p99", float("nan")) > 0:
-                    break
-        else:
-            raise AssertionError(f"no control window with results after {sent} frames:\n{agent.log()}")
-    return str(urllib.request.urlopen(agent.metrics_url, timeout=5).read().decode())
 
 
 def samples(text: str) -> list[Any]:
@@ -50,7 +36,7 @@ def test_rules_and_dashboard_against_a_real_scrape(start_agent: Any, tmp_path: P
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"[sla]\np99_ms = {SLA_MS}\nwindow_s = 0.2\nmin_frames = 5\n")
     agent = start_agent("--config", str(cfg))
-    text = scrape_with_every_family(agent)
+    text = scrape_after_windows(agent, IMG).text
     exported = {s.name for s in samples(text)}
 
     rules = read_rules(RULES.read_text())

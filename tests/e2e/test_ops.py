@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from edgeagent.config import EXAMPLE
 from edgeagent.engine import split_cpus
 from edgeagent.publisher import Publisher
-from tests.helpers import ROOT, run_cli, wait_until
+from tests.helpers import ROOT, run_cli, scrape_after_windows, wait_until
 
 IMG = np.random.default_rng(5).integers(0, 256, (224, 224, 3), dtype=np.uint8)
 
@@ -312,20 +311,8 @@ def test_metrics_names_status_command_and_promtool(start_agent: Any, tmp_path: P
     cfg = tmp_path / "agent.toml"
     cfg.write_text("[sla]\nwindow_s = 0.2\nmin_frames = 5\n")
     agent = start_agent("--config", str(cfg))
-    sent = 0
-    st: dict[str, Any] = {}
-    with Publisher(agent.listen, source="m", mode="req", timeout_s=10) as p:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert isinstance(p.send(IMG), dict)
-            sent += 1
-            if sent % 10 == 0:
-                st = agent.scrape()
-                # Three windows closed, the last one with frames: its percentiles are numbers.
-                if st.get("edgeagent_windows_total", 0) >= 3 and st["window"].get("p99", float("nan")) > 0:
-                    break
-    assert st.get("edgeagent_windows_total", 0) >= 3, st
-    text = urllib.request.urlopen(agent.metrics_url, timeout=5).read().decode()
+    scraped = scrape_after_windows(agent, IMG, windows=3, source="m")
+    text, st, sent = scraped.text, scraped.status, scraped.sent
     families = {f.name: f for f in text_string_to_metric_families(text)}
     empty = [name for name, f in families.items() if not f.samples]
     assert not empty, f"metric families without samples: {empty}"
