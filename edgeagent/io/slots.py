@@ -66,6 +66,7 @@ class JobTimer:
         self._ring: list[int] = []
         self._next = 0
         self._last_ns = 0
+        self._estimate_ns = 0  # computed once per job, not on every dispatch and poll
 
     def observe(self, duration_ns: int, now_ns: int) -> None:
         if len(self._ring) < self.size:
@@ -74,18 +75,19 @@ class JobTimer:
             self._ring[self._next] = duration_ns
             self._next = (self._next + 1) % self.size
         self._last_ns = now_ns
+        if len(self._ring) >= self.min_samples:
+            self._estimate_ns = int(nearest_rank(sorted(self._ring), 90))
 
     def estimate_ns(self, now_ns: int) -> int:
         if self._ring and now_ns - self._last_ns > self.stale_ns:
             self.reset()
-        if len(self._ring) < self.min_samples:
-            return 0
-        return int(nearest_rank(sorted(self._ring), 90))
+        return self._estimate_ns
 
     def reset(self) -> None:
         self._ring = []
         self._next = 0
         self._last_ns = 0
+        self._estimate_ns = 0
 
 
 class Slots:
