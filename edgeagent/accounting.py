@@ -7,12 +7,15 @@ takes the lock so a reader never sees a frame counted as received but not yet an
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 UNKNOWN_SOURCE = "-"  # a message rejected before its source name could be read
 OVERFLOW_SOURCE = "_overflow"  # sources beyond ingest.max_sources (bounded label cardinality)
+EXPIRED_SOURCE = "_expired"  # the counts of sources that went silent and gave up their place
+_SPECIAL = (UNKNOWN_SOURCE, OVERFLOW_SOURCE, EXPIRED_SOURCE)
 
 
 @dataclass
@@ -34,35 +37,68 @@ class SourceCounts:
 
 
 class Accounting:
-    """Counters per source; sources beyond ``max_sources`` are folded into one label."""
+    """Counters per source; sources beyond ``max_sources`` are folded into one label, and a source
+    silent for longer than the idle limit gives its place up (:meth:`expire`): its counts move to
+    ``_expired``, so totals stay exact while the label set stays bounded."""
 
     def __init__(self, max_sources: int) -> None:
         self.max_sources = max_sources
         self._lock = threading.Lock()
         self._sources: dict[str, SourceCounts] = {}
+        self._seen: dict[str, int] = {}  # named source → when it last sent (monotonic ns)
+        self._named = 0
 
     def label(self, source: str | None) -> str:
         """The label a frame is counted under (admits a new source while there is room)."""
         if source is None:
             return UNKNOWN_SOURCE
-        if source in self._sources:
+        if source in self._sources and source not in _SPECIAL:
             return source
-        named = sum(1 for s in self._sources if s not in (UNKNOWN_SOURCE, OVERFLOW_SOURCE))
-        return source if named < self.max_sources else OVERFLOW_SOURCE
+        return source if self._named < self.max_sources and source not in _SPECIAL else OVERFLOW_SOURCE
+
+    def expire(self, now_ns: int, idle_ns: int) -> list[str]:
+        """Free the places of sources silent for ``idle_ns`` (``now_ns``: ``time.monotonic_ns()``); returns
+        them. A result of an expired source published afterwards counts under its name again."""
+        gone = [s for s, t in self._seen.items() if now_ns - t > idle_ns]
+        if gone:
+            with self._lock:
+                into = self._get(EXPIRED_SOURCE)
+                for s in gone:
+                    c = self._sources.pop(s, None)
+                    del self._seen[s]
+                    self._named -= c is not None
+                    if c is not None:
+                        into.received += c.received
+                        into.processed += c.processed
+                        into.over_sla += c.over_sla
+                        into.dropped.update(c.dropped)
+                        into.rejected.update(c.rejected)
+        return gone
+
+    def idle_s(self, now_ns: int) -> dict[str, float]:
+        """Seconds since each live source last sent (any thread: a copy of a dict of ints)."""
+        return {s: round((now_ns - t) / 1e9, 3) for s, t in dict(self._seen).items()}
 
     def _get(self, label: str) -> SourceCounts:
         counts = self._sources.get(label)
         if counts is None:
             counts = self._sources[label] = SourceCounts()
+            self._named += label not in _SPECIAL
         return counts
 
     def received(self, label: str) -> None:
         with self._lock:
             self._get(label).received += 1
+            self._touch(label)
+
+    def _touch(self, label: str) -> None:
+        if label not in _SPECIAL:
+            self._seen[label] = time.monotonic_ns()
 
     def rejected(self, label: str, reason: str) -> None:
         """A message that was received and refused (counts it as received too)."""
         with self._lock:
+            self._touch(label)
             c = self._get(label)
             c.received += 1
             c.rejected[reason] += 1

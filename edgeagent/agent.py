@@ -33,7 +33,7 @@ from edgeagent.config import Config, ModelConfig
 from edgeagent.control import Controller, HostInterference
 from edgeagent.engine import CpuPlan, Engine
 from edgeagent.errors import EdgeAgentError
-from edgeagent.io.loop import IOLoop, NewSLA, ReloadModel, max_message_bytes
+from edgeagent.io.loop import IOLoop, NewSLA, ReloadModel
 from edgeagent.io.sockets import Sockets
 from edgeagent.logs import q
 from edgeagent.metrics import Metrics
@@ -41,7 +41,6 @@ from edgeagent.models import ModelInfo
 from edgeagent.security import Guard
 from edgeagent.switcher import Switcher
 from edgeagent.systemd import Notifier
-from edgeagent.wire import FrameLimits
 
 log = logging.getLogger("edgeagent.agent")
 TICK_S = 0.1
@@ -89,18 +88,17 @@ class Agent:
         level = min(cfg.engine.level, len(self.ladder) - 1)
         self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post)
         compiled = self.switcher.compile(level)
-        # The ingest sockets' message size limit is fixed when they are bound, by the frame size.
-        msg_bytes = max_message_bytes(cfg, FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes))
         info = compiled.info
         log.info(
-            "event=model_ready path=%s name=%s input=%s model_shape=%s frame=%dx%d rgb=%s mean=%s scale=%s "
-            "outputs=%s compile_s=%.3f cache=%s",
+            "event=model_ready path=%s name=%s input=%s model_shape=%s frame=%dx%d resize=%s rgb=%s mean=%s "
+            "scale=%s outputs=%s compile_s=%.3f cache=%s",
             q(info.path),
             q(info.name),
             q(info.input_name),
             "x".join(map(str, info.model_shape)),
             info.frame_hw[1],
             info.frame_hw[0],
+            info.resize,
             info.rgb,
             q(info.mean),
             q(info.scale),
@@ -133,7 +131,7 @@ class Agent:
             self.metrics = Metrics(cfg.sla.p99_ms, self.state)
         self.guard = Guard(zmq.Context.instance(), cfg.security)
         log.info("event=security %s", self.guard.describe())
-        sockets = Sockets(cfg, msg_bytes, self.guard)
+        sockets = Sockets(cfg, cfg.ingest.max_message_bytes, self.guard)
         sockets.bind()
         controller = Controller(cfg.sla, self.ladder, level, HostInterference())
         self.loop = IOLoop(
@@ -146,11 +144,12 @@ class Agent:
             controller,
             self.switcher.request,
             on_latency=self.metrics.observe if self.metrics else None,
+            request_size=self.switcher.request_size,
         )
         if self.metrics is not None:
             self.metrics_address = self.metrics.serve(cfg.metrics.listen)
         eps = sockets.endpoints()  # before start: afterwards only the I/O thread touches sockets
-        self.switcher.start(max_frame_bytes=msg_bytes - cfg.ingest.max_header_bytes)
+        self.switcher.start()
         self.loop.start(self.cpus.io if self.cpus.io != self.cpus.inference else None)
         log.info(
             "event=listening %s metrics=%s",
@@ -299,6 +298,11 @@ class Agent:
             "last_switch_s": view.last_switch_s,
             "last_compile_s": self.switcher.last_compile_s,
             "auth_refused": view.auth_refused,
+            "disconnects": view.disconnects,
+            "sizes": list(view.sizes),
+            "size_compiles": view.size_compiles,
+            "any_size_frames": view.any_size_frames,
+            "source_idle_s": self.accounting.idle_s(time.monotonic_ns()),
             "interference": cv.interference,
         }
 
@@ -318,7 +322,8 @@ def _ready_line(eps: dict[str, list[str]], metrics: tuple[str, int] | None, cfg:
     parts.append(f"results: {results[0]} (SUB, topic = source)" if results else "results: not published")
     parts.append(f"metrics: http://{metrics[0]}:{metrics[1]}/metrics" if metrics else "metrics: off")
     model = "built-in (synthetic weights)" if not cfg.model.path else info.path
-    parts.append(f"model: {model}, {info.frame_hw[1]}x{info.frame_hw[0]} BGR frames")
+    fit = "letterboxed" if info.resize == "letterbox" else "resized"
+    parts.append(f"model: {model}, {info.model_hw[1]}x{info.model_hw[0]}; frames of any size {fit} in the graph")
     parts.append(f"SLA: p99 within {cfg.sla.p99_ms:g} ms ({'adaptive' if cfg.sla.adaptive else 'fixed level'})")
     text = "; ".join(parts)
     return f"Ready. {text[0].upper()}{text[1:]}."

@@ -31,7 +31,22 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         "model.input_shape",
         {"metavar": "N,C,H,W", "help": "resolves dynamic dimensions (default: the model's)"},
     ),
-    ("--frame-size", "model.frame_size", {"metavar": "WxH", "help": "incoming frames (default: the model's size)"}),
+    (
+        "--frame-size",
+        "model.frame_size",
+        {"metavar": "WxH", "help": "any size is served; this one is compiled ahead (default: the model's)"},
+    ),
+    (
+        "--resize",
+        "model.resize",
+        {"choices": ["stretch", "letterbox"], "help": "frames of another size: plain resize, or aspect kept + pad"},
+    ),
+    ("--pad-value", "model.pad_value", {"type": float, "metavar": "V", "help": "letterbox fill, 0-255"}),
+    (
+        "--max-sizes",
+        "model.max_sizes",
+        {"type": int, "metavar": "N", "help": "frame sizes with a compiled graph of their own (LRU)"},
+    ),
     (
         "--rgb",
         "model.rgb",
@@ -72,6 +87,16 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ),
     ("--reply", "ingest.reply", {"choices": ["json", "ok"], "help": "what a REQ sender gets for a processed frame"}),
     ("--max-sources", "ingest.max_sources", {"type": int, "metavar": "N", "help": "cameras kept; more are rejected"}),
+    (
+        "--source-idle-s",
+        "ingest.source_idle_s",
+        {"type": float, "metavar": "SECONDS", "help": "a silent camera frees its place after this"},
+    ),
+    (
+        "--max-message-bytes",
+        "ingest.max_message_bytes",
+        {"type": int, "metavar": "BYTES", "help": "hard cap: libzmq drops a peer that sends more"},
+    ),
     (
         "--max-frame-age-ms",
         "ingest.max_frame_age_ms",
@@ -228,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--model", help="model file (default: built-in)")
     info.add_argument("--input-shape")
     info.add_argument("--frame-size")
+    info.add_argument("--resize", choices=["stretch", "letterbox"])
+    info.add_argument("--config", help="a config file: describe what the agent started with it accepts")
     info.add_argument("--json", action="store_true")
 
     cfgp = sub.add_parser("config", help="check or print configuration")
@@ -273,10 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--per-round", type=int, default=50)
     lat.add_argument("--json", type=Path, help="write results as JSON here")
     from edgeagent.bench.dispatch import add_parser as add_dispatch
+    from edgeagent.bench.sizes import add_parser as add_sizes
     from edgeagent.bench.sla import add_parser as add_sla
     from edgeagent.bench.soak import add_parser as add_soak
 
     add_sla(bsub)
+    add_sizes(bsub)
     add_soak(bsub)
     add_dispatch(bsub)
     return p
@@ -338,6 +367,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.bench.soak import main as bench_soak
 
         return bench_soak(args)
+    if args.command == "bench" and args.bench_command == "sizes":
+        from edgeagent.bench.sizes import main as bench_sizes
+
+        return bench_sizes(args)
     if args.command == "bench" and args.bench_command == "sla":
         from edgeagent.bench.sla import main as bench_sla
 

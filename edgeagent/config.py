@@ -27,6 +27,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_SYSTEM_CONFIG = Path("/etc/edgeagent/agent.toml")
 MAX_FRAME_SIDE = 16384  # pixels: the largest frame width or height anywhere (config, wire, publisher)
+HARD_CAP_BYTES = 32 << 20  # the default largest message (ingest.max_message_bytes)
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,17 @@ class ModelConfig:
     device: str = "CPU"
     precision: str | None = None  # INFERENCE_PRECISION_HINT (f32, bf16, f16); None: device default
     cache_dir: str | None = None  # None: $XDG_CACHE_HOME/edgeagent
+    # How a frame of another size becomes the model's input, in the graph: "stretch" (plain resize) or
+    # "letterbox" (aspect kept, centred, the rest filled with pad_value, as YOLO-family detectors train).
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    pad_value: float = 114.0  # letterbox fill, in pixel units (0-255) before mean/scale
+    max_sizes: int = 4  # frame sizes (and pixel formats) with a static compile of their own, per level (LRU)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.pad_value <= 255:
+            raise InvalidSetting("pad_value", self.pad_value, "a number in 0 .. 255")
+        if not 1 <= self.max_sizes <= 64:
+            raise InvalidSetting("max_sizes", self.max_sizes, "an integer in 1 .. 64")
         if self.frame_size is not None and (
             len(self.frame_size) != 2 or min(self.frame_size) < 1 or max(self.frame_size) > MAX_FRAME_SIDE
         ):
@@ -67,8 +77,14 @@ class IngestConfig:
     max_sources: int = 64  # distinct source names kept at once; more are rejected (bounded memory)
     max_frame_age_ms: float = 0.0  # drop frames older than this when their turn comes; 0: off
     max_header_bytes: int = 4096  # JSON headers longer than this are rejected before parsing
-    max_message_bytes: int = 0  # ZMQ_MAXMSGSIZE; 0: derived from the largest acceptable frame + header
-    rcvhwm: int = 64  # per-socket receive high-water mark (messages)
+    # The hard cap (ZMQ_MAXMSGSIZE): every message up to it reaches the agent and is answered; libzmq
+    # drops the connection of a peer that sends a bigger one (counted, logged). 32 MiB: a 3840x2160x3
+    # frame is 24.9 MB.
+    max_message_bytes: int = HARD_CAP_BYTES
+    # Messages queued per connected peer before ZeroMQ pushes back (PUSH) or drops (PUB). Worst-case
+    # memory per peer is rcvhwm x max_message_bytes; the agent only ever serves a source's newest frame.
+    rcvhwm: int = 8
+    source_idle_s: float = 60.0  # a source silent this long frees its place (its counts stay in the totals)
 
     def __post_init__(self) -> None:
         if not (self.listen or self.connect or self.pull):
@@ -83,8 +99,10 @@ class IngestConfig:
             raise InvalidSetting("max_frame_age_ms", self.max_frame_age_ms, "a number >= 0")
         if not 64 <= self.max_header_bytes <= 1 << 20:
             raise InvalidSetting("max_header_bytes", self.max_header_bytes, "64 .. 1048576")
-        if self.max_message_bytes != 0 and self.max_message_bytes < 1024:
-            raise InvalidSetting("max_message_bytes", self.max_message_bytes, "0 (derived) or an integer >= 1024")
+        if self.max_message_bytes < 65536:
+            raise InvalidSetting("max_message_bytes", self.max_message_bytes, "an integer >= 65536")
+        if self.source_idle_s <= 0:
+            raise InvalidSetting("source_idle_s", self.source_idle_s, "a number of seconds > 0")
         if not 1 <= self.rcvhwm <= 1_000_000:
             raise InvalidSetting("rcvhwm", self.rcvhwm, "an integer in 1 .. 1000000")
         if self.max_sources > 100_000:
@@ -178,6 +196,9 @@ class SourceConfig:
 
     weight: float = 1.0
     priority: int = 0
+    # Channel order of this camera's raw 3- and 4-channel frames: "bgr" (OpenCV, imagezmq) or "rgb"
+    # (picamera2, PIL, most capture SDKs). JPEG frames carry their own colours; gray has one channel.
+    pixel_format: Literal["bgr", "rgb"] = "bgr"
 
     def __post_init__(self) -> None:
         if not 0.01 <= self.weight <= 100:
@@ -357,6 +378,9 @@ EXAMPLE = """\
 device = "CPU"
 # precision = "bf16"                      # f32, bf16, f16; unset: the device default
 # cache_dir = "/var/cache/edgeagent"      # model + OpenVINO compile cache; unset: $XDG_CACHE_HOME/edgeagent
+resize = "stretch"                        # frames of another size: "stretch" or "letterbox" (aspect kept)
+pad_value = 114.0                         # letterbox fill (0-255)
+max_sizes = 4                             # frame sizes with a static compile of their own (LRU, per level)
 
 [ingest]
 listen = ["tcp://*:5555"]                 # ROUTER for imagezmq REQ/REP senders (and native REQ)
@@ -366,8 +390,9 @@ reply = "json"                            # "json" result summary or "ok" (b"OK"
 max_sources = 64
 max_frame_age_ms = 0.0                    # 0: off
 max_header_bytes = 4096
-max_message_bytes = 0                     # 0: 8 x the largest acceptable frame + header
-rcvhwm = 64
+max_message_bytes = 33554432             # hard cap (32 MiB): bigger messages make libzmq drop the peer
+rcvhwm = 8                                # per peer: worst-case memory is peers x rcvhwm x max_message_bytes
+source_idle_s = 60.0                      # a silent source frees its place after this
 
 [results]
 publish = "tcp://127.0.0.1:5556"          # PUB, topic = source name; "" disables
@@ -413,6 +438,7 @@ allow_ips = []                            # plain peers allowed, e.g. ["10.0.0.2
 # [sources."cam-door"]
 # weight = 2.0
 # priority = 0
+# pixel_format = "bgr"                    # "rgb": this camera's raw frames are RGB/RGBA
 
 [log]
 level = "info"

@@ -7,6 +7,12 @@ owns the running requests, the I/O thread. OpenVINO's callback thread only calls
 ``on_done(job)`` given to :meth:`Engine.activate` (which must be quick and thread-safe); the owner
 thread then collects the outputs with :meth:`Engine.complete`.
 
+Frame sizes: a level's :class:`Compiled` holds one graph per frame size and pixel format it has
+compiled (``sizes``; static shapes, the fastest) plus one any-size BGR graph (``DYNAMIC``). A frame
+whose size has no graph of its own runs on the any-size graph (non-BGR pixels converted with numpy
+first) while the switcher compiles its own graph off the hot path (:meth:`Engine.compile_size`, then
+:meth:`Engine.add_size` on the owner thread, least recently used sizes evicted beyond ``max_sizes``).
+
 Jobs run on plain ``InferRequest`` objects with ``set_callback``, not ``AsyncInferQueue``: on the
 2-vCPU class of machine the queue's dispatch and callback path cost ~0.14 ms more per frame at p50
 (``edgeagent bench dispatch``).
@@ -14,12 +20,13 @@ Jobs run on plain ``InferRequest`` objects with ``set_callback``, not ``AsyncInf
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,13 +36,20 @@ import psutil
 from edgeagent.config import ModelConfig
 from edgeagent.errors import ConfigError, ModelError
 from edgeagent.logs import q
-from edgeagent.models import ModelInfo, cache_root, prepare, read_model
+from edgeagent.models import DYNAMIC, ModelInfo, SizeKey, cache_root, prepare, read_model, to_bgr
 from edgeagent.tuner import ExecLevel, derive_ladder
 from edgeagent.wire import Frame
 
 log = logging.getLogger("edgeagent.engine")
 
 LEVEL0 = ExecLevel(streams=1, requests=1, batch=1)
+_uids = itertools.count(1)
+
+
+def size_name(key: SizeKey) -> str:
+    """``1280x720/bgr``; ``any/bgr`` for the any-size graph."""
+    h, w, pix = key
+    return f"{w}x{h}/{pix}" if h else f"any/{pix}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +86,9 @@ def split_cpus(cpus: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]
 
 @dataclass
 class Compiled:
-    """One compiled model at one execution level."""
+    """One model compiled for one execution level: ``model`` is the graph for ``info.frame_hw`` BGR
+    frames; ``sizes`` holds it, the any-size graph (``DYNAMIC``) and any other size compiled with it.
+    ``uid`` names the compile: a copy at another request count (same graphs) keeps it."""
 
     model: ov.CompiledModel
     level: ExecLevel
@@ -81,6 +97,8 @@ class Compiled:
     streams: int
     threads: int
     precision: str
+    sizes: dict[SizeKey, ov.CompiledModel] = field(default_factory=dict)
+    uid: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -137,8 +155,14 @@ class Engine:
             # Compiles still work, only slower after a restart: never a reason to stop.
             log.warning("event=cache_disabled dir=%s reason=%s", cache, q(exc.strerror or str(exc)))
         self.active: Compiled | None = None
-        self.requests: list[ov.InferRequest] = []
-        self.idle: list[int] = []
+        self.idle: list[int] = []  # free job slots (owner thread)
+        self._graphs: dict[SizeKey, _Graph] = {}
+        # job → (graph, frames, submit time, input tensor). The tensor shares the input's memory, and OpenVINO does
+        # not keep that memory alive: a stacked batch would be freed (and overwritten) mid-inference without it.
+        self._jobs: dict[int, tuple[_Graph, list[Frame], int, ov.Tensor]] = {}
+        self._on_done: Callable[[int], None] = lambda job: None
+        self._level = LEVEL0
+        self._primary: SizeKey = DYNAMIC
 
     # ----------------------------------------------------------------- any thread
     def device_limits(self) -> DeviceLimits:
@@ -186,14 +210,37 @@ class Engine:
             log.warning("event=throughput_probe_failed error=%s fallback_streams=%d", q(exc), max(1, n // 2))
             return max(1, n // 2)
 
-    def compile(self, level: ExecLevel, model_cfg: ModelConfig | None = None) -> Compiled:
-        """Read, pre-process and compile the model (``model_cfg``, default the engine's) for ``level``;
-        raises ModelError. Thread-safe."""
+    def compile(
+        self, level: ExecLevel, model_cfg: ModelConfig | None = None, sizes: Sequence[SizeKey] = ()
+    ) -> Compiled:
+        """Read, pre-process and compile the model (``model_cfg``, default the engine's) for ``level``:
+        the graph for its frame size, the any-size graph and one for each of ``sizes``. Raises
+        ModelError. Thread-safe."""
         t0 = time.perf_counter()
         cfg = model_cfg or self.cfg
+        model, info = self._compile_graph(level, cfg, None)
+        primary: SizeKey = (*info.frame_hw, "bgr")
+        graphs = {primary: model}
+        for key in (DYNAMIC, *sizes):
+            if key not in graphs:
+                graphs[key] = self._compile_graph(level, cfg, key)[0]
+        streams = int(model.get_property("NUM_STREAMS")) if cfg.device == "CPU" else level.streams
+        threads = int(model.get_property("INFERENCE_NUM_THREADS")) if cfg.device == "CPU" else 0
+        prec = model.get_property("INFERENCE_PRECISION_HINT")
+        precision = prec.get_type_name() if hasattr(prec, "get_type_name") else str(prec)
+        return Compiled(model, level, info, time.perf_counter() - t0, streams, threads, precision, graphs, next(_uids))
+
+    def compile_size(self, compiled: Compiled, key: SizeKey, model_cfg: ModelConfig) -> ov.CompiledModel:
+        """The graph for ``key`` frames at ``compiled``'s level (``model_cfg``: the model it was compiled
+        from). Raises ModelError. Thread-safe (the switcher's thread)."""
+        return self._compile_graph(compiled.level, model_cfg, key)[0]
+
+    def _compile_graph(
+        self, level: ExecLevel, cfg: ModelConfig, key: SizeKey | None
+    ) -> tuple[ov.CompiledModel, ModelInfo]:
         with self._compile_lock:
             model, path = read_model(self.core, cfg)
-            model, info = prepare(model, path, cfg, batch=level.batch)
+            model, info = prepare(model, path, cfg, batch=level.batch, key=key)
             props: dict[str, Any] = {
                 "PERFORMANCE_HINT": "LATENCY" if level.streams == 1 else "THROUGHPUT",
                 "NUM_STREAMS": level.streams,
@@ -221,65 +268,109 @@ class Engine:
             # One inference off the hot path: the first one after a compile does lazy set-up (about 2x a
             # normal one here), which would otherwise land on a camera's frame and skew the job-time estimate.
             # start_async + wait, not infer(): a synchronous infer() resets the calling thread's CPU affinity.
-            h, w = info.frame_hw
+            h, w, pix = key if key is not None and key[0] else (*info.frame_hw, "bgr")
+            channels = {"gray": 1, "bgr": 3, "rgb": 3, "bgrx": 4, "rgbx": 4}[pix]
             try:
                 warm = compiled.create_infer_request()
-                warm.set_input_tensor(ov.Tensor(np.zeros((level.batch, h, w, 3), np.uint8)))
+                warm.set_input_tensor(ov.Tensor(np.zeros((level.batch, h, w, channels), np.uint8)))
                 warm.start_async()
                 warm.wait()
             except RuntimeError as exc:
                 raise ModelError(f"{path} compiled but cannot run: {str(exc).splitlines()[0][:200]}") from None
-        streams = int(compiled.get_property("NUM_STREAMS")) if cfg.device == "CPU" else level.streams
-        threads = int(compiled.get_property("INFERENCE_NUM_THREADS")) if cfg.device == "CPU" else 0
-        prec = compiled.get_property("INFERENCE_PRECISION_HINT")
-        precision = prec.get_type_name() if hasattr(prec, "get_type_name") else str(prec)
-        return Compiled(compiled, level, info, time.perf_counter() - t0, streams, threads, precision)
+        return compiled, info
 
     # ----------------------------------------------------------------- owner thread
     def activate(self, compiled: Compiled, on_done: Callable[[int], None]) -> None:
-        """Make ``compiled`` the running model with ``level.requests`` infer requests.
+        """Make ``compiled`` the running model with ``level.requests`` jobs at a time.
 
-        The previous requests must all be idle. ``on_done(job)`` is called on OpenVINO's thread when
-        job ``job`` finishes; the owner thread then calls :meth:`complete` with it.
+        No job may be in flight. ``on_done(job)`` is called on OpenVINO's thread when job ``job``
+        finishes; the owner thread then calls :meth:`complete` with it. Sizes added to the running
+        model (:meth:`add_size`) stay when ``compiled`` is the same compile at another request count.
         """
-        requests = []
-        for i in range(compiled.level.requests):
-            req = compiled.model.create_infer_request()
-            req.set_callback(on_done, i)
-            requests.append(req)
-        self.requests = requests
-        self.idle = list(range(len(requests)))[::-1]
-        # job → (frames, submit time, input tensor). The tensor shares the input's memory, and OpenVINO does not
-        # keep that memory alive: a stacked batch would be freed (and overwritten) mid-inference without it.
-        self._jobs: dict[int, tuple[list[Frame], int, ov.Tensor]] = {}
+        graphs = dict(compiled.sizes) or {(*compiled.info.frame_hw, "bgr"): compiled.model}
+        if self.active is not None and self.active.uid == compiled.uid:
+            for key, g in self._graphs.items():
+                graphs.setdefault(key, g.model)
+        self._on_done = on_done
+        self._level = compiled.level
+        self._primary = (*compiled.info.frame_hw, "bgr")
+        self._graphs = {key: self._graph(model) for key, model in graphs.items()}
+        self.idle = list(range(compiled.level.requests))[::-1]
+        self._jobs = {}
         self.active = compiled
+
+    def _graph(self, model: ov.CompiledModel) -> _Graph:
+        g = _Graph(model)
+        for job in range(self._level.requests):
+            req = model.create_infer_request()
+            req.set_callback(self._on_done, job)
+            g.requests.append(req)
+        return g
 
     @property
     def batch(self) -> int:
         return self.active.level.batch if self.active else 1
 
+    def has_size(self, key: SizeKey) -> bool:
+        """Whether frames of ``key`` have a graph of their own (else they run on the any-size graph)."""
+        return key in self._graphs
+
+    def size_keys(self) -> tuple[SizeKey, ...]:
+        """The static sizes with a graph now, most recently used last (for the next level's compile)."""
+        keys = [k for k in self._graphs if k != DYNAMIC]
+        return tuple(sorted(keys, key=lambda k: self._graphs[k].used_ns))
+
+    def add_size(self, uid: int, key: SizeKey, model: ov.CompiledModel, max_sizes: int) -> list[SizeKey] | None:
+        """Owner thread: give ``key`` frames their own graph, compiled for the running compile ``uid``
+        (None, nothing done, when another model or level runs now). Evicts the least recently used
+        sizes without a job in flight beyond ``max_sizes`` (the start-up size stays); returns them."""
+        if self.active is None or self.active.uid != uid or key in self._graphs:
+            return None
+        g = self._graph(model)
+        g.used_ns = time.monotonic_ns()
+        self._graphs[key] = g
+        busy = {id(job[0]) for job in self._jobs.values()}
+        evicted = []
+        for k in self.size_keys():
+            if sum(1 for x in self._graphs if x not in (DYNAMIC, self._primary)) <= max_sizes:
+                break
+            if k not in (key, self._primary) and id(self._graphs[k]) not in busy:
+                del self._graphs[k]
+                evicted.append(k)
+        return evicted
+
     def submit(self, frames: list[Frame]) -> None:
-        """Start one job for 1..batch frames on an idle request (the caller checks ``idle``).
+        """Start one job for 1..batch frames of one size and pixel format on an idle job slot (the caller
+        checks ``idle``).
 
         Batch 1 is zero-copy: the input tensor shares the frame's buffer (the received ZeroMQ
         message for raw frames). Larger batches are stacked into one contiguous array (one copy).
+        Frames without a graph of their own run on the any-size graph (non-BGR ones converted first).
         """
         assert self.active is not None
         job = self.idle[-1]
-        data = batch_input([f.image for f in frames], self.active.level.batch)
-        req = self.requests[job]
+        key = frames[0].key
+        g = self._graphs.get(key)
+        images = [f.image for f in frames]
+        if g is None:
+            g = self._graphs[DYNAMIC]
+            if key[2] != "bgr":
+                images = [to_bgr(im, key[2]) for im in images]
+        data = batch_input(images, self.active.level.batch)
+        req = g.requests[job]
         tensor = ov.Tensor(data, shared_memory=True)
         req.set_input_tensor(tensor)
         submit_ns = time.monotonic_ns()
         req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
+        g.used_ns = submit_ns
         self.idle.pop()
-        self._jobs[job] = (frames, submit_ns, tensor)
+        self._jobs[job] = (g, frames, submit_ns, tensor)
 
     def complete(self, job: int) -> Completion:
         """Owner thread, after ``on_done(job)``: collect the outputs (copied: the request is reused)
-        and return the request to the idle pool."""
-        req = self.requests[job]
-        frames, submit_ns, _tensor = self._jobs.pop(job)
+        and return the job slot to the idle pool."""
+        g, frames, submit_ns, _tensor = self._jobs.pop(job)
+        req = g.requests[job]
         try:
             req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
@@ -295,20 +386,31 @@ class Engine:
     def failed_jobs(self) -> list[Completion]:
         """Jobs whose inference failed. OpenVINO does not call the Python callback for a failed
         request, so the owner thread polls started jobs (``wait_for(0)`` re-raises the failure) and
-        gets error completions for them; the requests return to the idle pool."""
+        gets error completions for them; the job slots return to the idle pool."""
         failed = []
         for job in list(self._jobs):
+            g = self._jobs[job][0]
             try:
-                self.requests[job].wait_for(0)
+                g.requests[job].wait_for(0)
             except RuntimeError as exc:
-                frames, submit_ns, _tensor = self._jobs.pop(job)
+                _g, frames, submit_ns, _tensor = self._jobs.pop(job)
                 self.idle.append(job)
                 failed.append(Completion(frames, [], submit_ns, 0.0, error=str(exc)[:200]))
         return failed
 
-    def input_pointer(self, job: int = 0) -> int:
-        """Address of a request's input tensor data (the zero-copy test reads it)."""
-        return int(self.requests[job].get_input_tensor().data.ctypes.data)
+    def input_pointer(self, job: int = 0, key: SizeKey | None = None) -> int:
+        """Address of a job slot's input tensor data for ``key`` frames (the zero-copy test reads it)."""
+        g = self._graphs[key or self._primary]
+        return int(g.requests[job].get_input_tensor().data.ctypes.data)
+
+
+@dataclass
+class _Graph:
+    """One compiled graph on the owner thread: an infer request per job slot, and when it last ran."""
+
+    model: ov.CompiledModel
+    requests: list[ov.InferRequest] = field(default_factory=list)
+    used_ns: int = 0
 
 
 def batch_input(images: list[np.ndarray], batch: int) -> np.ndarray:

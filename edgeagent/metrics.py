@@ -98,6 +98,35 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(
             "edgeagent_auth_refused", "Peers refused by ZAP (CURVE key or IP not allowed)", value=st["auth_refused"]
         )
+        yield CounterMetricFamily(
+            "edgeagent_peer_disconnects",
+            "Ingest peers that disconnected or that libzmq dropped (a message above ingest.max_message_bytes); "
+            "a dropped camera PUB is reconnected at once",
+            value=st["disconnects"],
+        )
+        sizes = GaugeMetricFamily(
+            "edgeagent_frame_sizes", "Frame sizes with a compiled graph of their own (1 per size)", labels=["size"]
+        )
+        for name in st["sizes"]:
+            sizes.add_metric([name], 1)
+        yield sizes
+        yield CounterMetricFamily(
+            "edgeagent_size_compiles", "Graphs compiled for a new frame size", value=st["size_compiles"]
+        )
+        yield CounterMetricFamily(
+            "edgeagent_any_size_frames",
+            "Frames served by the any-size graph while their size's own graph was compiling (or evicted)",
+            value=st["any_size_frames"],
+        )
+        idle = GaugeMetricFamily(
+            "edgeagent_source_idle_seconds",
+            "Seconds since each live source last sent (a source silent for ingest.source_idle_s is expired: its "
+            'counts move to source="_expired")',
+            labels=["source"],
+        )
+        for source, idle_s in st["source_idle_s"].items():
+            idle.add_metric([source], idle_s)
+        yield idle
         yield GaugeMetricFamily(
             "edgeagent_last_switch_seconds",
             "Duration of the last level switch (drain + swap)",

@@ -1,7 +1,9 @@
 """Reading a model, the built-in default model, and in-graph pre-processing (PrePostProcessor).
 
-The agent feeds the compiled model exactly what cameras send: u8 HxWx3 BGR frames (batch N).
-Layout, element type, colour order, resize, mean and scale all happen inside the compiled graph,
+The agent feeds the compiled model exactly what cameras send: u8 HxWxC frames of any size, gray,
+BGR/RGB or BGRX/RGBX (batch N). Layout, element type, channel order, resize or letterbox, mean and
+scale all happen inside the compiled graph (one graph per frame size and pixel format, or one for any
+size with a dynamic spatial shape),
 which is faster than numpy and lets the received ZeroMQ buffer be the input tensor with no copy.
 """
 
@@ -17,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
+import openvino.opset11 as ops11
 import openvino.opset13 as ops
-from openvino.preprocess import ColorFormat, PrePostProcessor, ResizeAlgorithm
+from openvino.preprocess import PrePostProcessor
 
 from edgeagent.config import ModelConfig
 from edgeagent.errors import ModelError
@@ -121,6 +124,12 @@ def builtin_model_path(cfg: ModelConfig) -> Path:
     return path
 
 
+# A compiled graph's input: (height, width, pixel format). (0, 0, "bgr"): any size (a dynamic spatial
+# shape), the graph that serves a frame size until that size's own static compile is ready.
+SizeKey = tuple[int, int, str]
+DYNAMIC: SizeKey = (0, 0, "bgr")
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What was read and how it is fed: reported at startup, by ``info`` and in results."""
@@ -129,15 +138,53 @@ class ModelInfo:
     name: str
     input_name: str
     model_shape: tuple[int, ...]  # N,C,H,W the network computes on (after resolving dynamic dims)
-    frame_hw: tuple[int, int]  # frames the compiled graph accepts (H, W)
+    frame_hw: tuple[int, int]  # the frame size compiled ahead (H, W): --frame-size, else the model's size
     rgb: bool
     mean: tuple[float, ...] | None
     scale: tuple[float, ...] | None
     outputs: tuple[tuple[str, str, tuple[int, ...]], ...]  # (name, element type, shape)
+    resize: str = "stretch"
+    pad_value: float = 114.0
 
     @property
     def model_hw(self) -> tuple[int, int]:
         return self.model_shape[2], self.model_shape[3]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a frame of ``frame_hw`` lands in the model's input: scaled by ``sy``, ``sx`` and offset by
+    ``top``, ``left`` (letterbox padding). Maps model-input pixel positions back to the frame's."""
+
+    frame_hw: tuple[int, int]
+    sy: float
+    sx: float
+    top: int
+    left: int
+
+    def to_frame(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model-input coordinates → frame coordinates (not clipped)."""
+        return (x - self.left) / self.sx, (y - self.top) / self.sy
+
+
+def letterbox_size(h: int, w: int, mh: int, mw: int) -> tuple[int, int, int, int]:
+    """(new_h, new_w, top, left) of a letterboxed h x w frame in an mh x mw input, computed in float32
+    exactly as the compiled graph does for any size (so static and dynamic graphs agree)."""
+    s = min(np.float32(mh) / np.float32(h), np.float32(mw) / np.float32(w))
+    nh = min(mh, int(np.floor(np.float32(h) * s + np.float32(0.5))))
+    nw = min(mw, int(np.floor(np.float32(w) * s + np.float32(0.5))))
+    nh, nw = max(nh, 1), max(nw, 1)
+    return nh, nw, (mh - nh) // 2, (mw - nw) // 2
+
+
+def geometry(frame_hw: tuple[int, int], info: ModelInfo) -> Geometry:
+    """How a frame of ``frame_hw`` maps to the model input under ``info.resize``."""
+    h, w = frame_hw
+    mh, mw = info.model_hw
+    if info.resize == "letterbox":
+        nh, nw, top, left = letterbox_size(h, w, mh, mw)
+        return Geometry(frame_hw, nh / h, nw / w, top, left)
+    return Geometry(frame_hw, mh / h, mw / w, 0, 0)
 
 
 def read_model(core: ov.Core, cfg: ModelConfig) -> tuple[ov.Model, str]:
@@ -179,11 +226,79 @@ def _per_channel(v: tuple[float, ...] | list[float] | None) -> list[float] | Non
     return [float(x) for x in v] * (3 if len(v) == 1 else 1)
 
 
-def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tuple[ov.Model, ModelInfo]:
+def _channel_map(pix: str, rgb: bool) -> list[int] | None:
+    """Channel indices that turn a ``pix`` frame into the model's 3-channel order (None: as is)."""
+    if pix == "gray":
+        return [0, 0, 0]
+    swap = pix.startswith("rgb") != rgb
+    if swap:
+        return [2, 1, 0]
+    return [0, 1, 2] if pix.endswith("x") else None
+
+
+def _interpolate(x: Any, sizes: Any) -> Any:
+    # Bilinear, half-pixel centres, no antialiasing: what cv2.resize(INTER_LINEAR) computes.
+    return ops11.interpolate(
+        x,
+        sizes,
+        "linear_onnx",
+        "sizes",
+        axes=ops.constant(np.array([1, 2], np.int64)),
+        coordinate_transformation_mode="half_pixel",
+    ).output(0)
+
+
+def _spatial_step(key: SizeKey, mh: int, mw: int, rgb: bool, resize: str, pad_value: float, batch: int) -> Any:
+    """The PrePostProcessor custom step for NHWC f32 frames: channel order, then resize or letterbox
+    (before mean/scale, so the letterbox fill is in pixel units)."""
+    h, w, pix = key
+
+    def step(node: Any) -> Any:
+        x = node
+        idx = _channel_map(pix, rgb)
+        if idx is not None:
+            x = ops.gather(x, ops.constant(np.array(idx, np.int64)), ops.constant(np.int64(3))).output(0)
+        if (h, w) == (mh, mw):
+            return x
+        target = np.array([mh, mw], np.int64)
+        if resize == "stretch":
+            return _interpolate(x, ops.constant(target))
+        if h:  # a static size: the geometry is known now
+            nh, nw, top, left = letterbox_size(h, w, mh, mw)
+            new = ops.constant(np.array([nh, nw], np.int64))
+            begin = ops.constant(np.array([0, top, left, 0], np.int64))
+            end = ops.constant(np.array([0, mh - nh - top, mw - nw - left, 0], np.int64))
+        else:  # any size: the same float32 arithmetic as letterbox_size, on the frame's shape
+            hw = ops.convert(
+                ops.gather(ops.shape_of(x, "i64"), ops.constant(np.array([1, 2], np.int64)), ops.constant(np.int64(0))),
+                "f32",
+            )
+            s = ops.reduce_min(ops.divide(ops.constant(target.astype(np.float32)), hw), ops.constant(np.int64(0)), True)
+            nhw = ops.convert(ops.floor(ops.add(ops.multiply(hw, s), ops.constant(np.float32(0.5)))), "i64")
+            nhw = ops.maximum(ops.minimum(nhw, ops.constant(target)), ops.constant(np.array([1, 1], np.int64)))
+            new = nhw
+            pad = ops.subtract(ops.constant(target), nhw)
+            lead = ops.divide(pad, ops.constant(np.array([2, 2], np.int64)))
+            trail = ops.subtract(pad, lead)
+            zero = ops.constant(np.array([0], np.int64))
+            begin = ops.concat([zero, lead, zero], 0)
+            end = ops.concat([zero, trail, zero], 0)
+        resized = _interpolate(x, new)
+        padded = ops.pad(resized, begin, end, "constant", ops.constant(np.float32(pad_value)))
+        # A static shape again: the network after it keeps its static shapes (and its fast kernels).
+        return ops.reshape(padded, ops.constant(np.array([batch, mh, mw, 3], np.int64)), False).output(0)
+
+    return step
+
+
+def prepare(
+    model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1, key: SizeKey | None = None
+) -> tuple[ov.Model, ModelInfo]:
     """Resolve dynamic dimensions, set the batch and embed pre-processing with PrePostProcessor.
 
-    The returned model takes ``batch x H x W x 3`` u8 BGR (H, W = ``cfg.frame_size`` or the model's
-    spatial size) and does conversion, colour order, resize, mean and scale itself.
+    The returned model takes ``batch x H x W x C`` u8 frames of ``key`` = (H, W, pixel format) (default:
+    ``cfg.frame_size`` or the model's spatial size, BGR; ``DYNAMIC``: any H x W, BGR) and does element
+    type, channel order, resize or letterbox, mean and scale itself.
     """
     if len(model.inputs) != 1:
         raise ModelError(f"{path}: the model has {len(model.inputs)} inputs; edgeagent feeds one image input")
@@ -203,7 +318,7 @@ def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tup
     else:
         _n, c, h, w = dims
     if c not in (3, -1):
-        raise ModelError(f"{path}: input has {c} channels; edgeagent feeds 3-channel BGR frames")
+        raise ModelError(f"{path}: input has {c} channels; edgeagent feeds 3-channel frames")
     if h == -1 or w == -1:
         if cfg.frame_size is None:
             raise ModelError(f"{path}: input spatial size is dynamic ({pshape}); give --input-shape or --frame-size")
@@ -214,24 +329,25 @@ def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tup
     except RuntimeError as exc:
         raise ModelError(f"{path}: cannot reshape input to batch {batch}, {w}x{h}: {str(exc)[:200]}") from None
     frame_w, frame_h = cfg.frame_size if cfg.frame_size is not None else (w, h)
+    if key is None:
+        key = (frame_h, frame_w, "bgr")
 
     defaults = _model_defaults(model)
     rgb = cfg.rgb if cfg.rgb is not None else bool(defaults.get("rgb", False))
     mean = _per_channel(cfg.mean if cfg.mean is not None else defaults.get("mean"))
     scale = _per_channel(cfg.scale if cfg.scale is not None else defaults.get("scale"))
 
+    kh, kw, pix = key
+    channels = {"gray": 1, "bgr": 3, "rgb": 3, "bgrx": 4, "rgbx": 4}[pix]
     ppp = PrePostProcessor(model)
     inp = ppp.input()
-    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
-        ColorFormat.BGR
-    ).set_spatial_static_shape(frame_h, frame_w)
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_shape(
+        [batch, kh or -1, kw or -1, channels]
+    )
     inp.model().set_layout(ov.Layout("NHWC" if nhwc else "NCHW"))
     pre = inp.preprocess()
     pre.convert_element_type(ov.Type.f32)
-    if rgb:
-        pre.convert_color(ColorFormat.RGB)
-    if (frame_h, frame_w) != (h, w):
-        pre.resize(ResizeAlgorithm.RESIZE_LINEAR)
+    pre.custom(_spatial_step(key, h, w, rgb, cfg.resize, cfg.pad_value, batch))
     if mean is not None:
         pre.mean(mean)
     if scale is not None:
@@ -258,16 +374,55 @@ def prepare(model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1) -> tup
         mean=tuple(mean) if mean else None,
         scale=tuple(scale) if scale else None,
         outputs=outputs,
+        resize=cfg.resize,
+        pad_value=cfg.pad_value,
     )
     return built, info
 
 
+def to_bgr(image: np.ndarray, pix: str) -> np.ndarray:
+    """A contiguous HxWx3 BGR copy of a ``pix`` frame: how a frame whose own graph is still compiling is
+    fed to the any-size (BGR) graph."""
+    if pix == "gray":
+        return np.repeat(image, 3, axis=2)
+    if pix.startswith("rgb"):
+        return np.ascontiguousarray(image[..., 2::-1])
+    return np.ascontiguousarray(image[..., :3])
+
+
+def resize_linear(x: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """Reference bilinear resize of a HxWxC float array (half-pixel centres, edge-clamped, no
+    antialiasing: cv2.resize INTER_LINEAR on float input)."""
+    h, w = x.shape[:2]
+
+    def axis(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(np.int64)
+        return lo, np.minimum(lo + 1, n_in - 1), (pos - lo).astype(np.float32)
+
+    y0, y1, wy = axis(oh, h)
+    x0, x1, wx = axis(ow, w)
+    rows = x[y0] * (1 - wy)[:, None, None] + x[y1] * wy[:, None, None]
+    out: np.ndarray = rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+    return out
+
+
 def numpy_preprocess(frame_bgr: np.ndarray, info: ModelInfo) -> np.ndarray:
-    """The reference pre-processing in numpy (tests and ``bench`` compare against it): HxWx3 u8 BGR →
-    1x3xHxW f32. No resize: use frames of the model's spatial size."""
+    """The reference pre-processing in numpy (tests and ``bench`` compare against it): HxWx3 u8 BGR of
+    any size → 1x3xHxW f32 (resize or letterbox as ``info.resize`` says)."""
     x: np.ndarray = frame_bgr.astype(np.float32)
     if info.rgb:
         x = x[..., ::-1]
+    mh, mw = info.model_hw
+    h, w = x.shape[:2]
+    if (h, w) != (mh, mw):
+        if info.resize == "letterbox":
+            nh, nw, top, left = letterbox_size(h, w, mh, mw)
+            canvas = np.full((mh, mw, 3), info.pad_value, np.float32)
+            canvas[top : top + nh, left : left + nw] = resize_linear(x, nh, nw)
+            x = canvas
+        else:
+            x = resize_linear(x, mh, mw)
     if info.mean is not None:
         x = x - np.asarray(info.mean, np.float32)
     if info.scale is not None:

@@ -10,6 +10,7 @@ switcher is the only source of swaps, and the I/O thread the only one that carri
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -17,10 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import openvino as ov
+import psutil
+
 from edgeagent.config import ModelConfig
-from edgeagent.engine import Compiled, Engine
+from edgeagent.engine import Compiled, Engine, size_name
 from edgeagent.errors import ModelError
 from edgeagent.logs import q
+from edgeagent.models import SizeKey
 from edgeagent.tuner import ExecLevel
 
 log = logging.getLogger("edgeagent.switcher")
@@ -37,6 +42,17 @@ class Swap:
 
 
 @dataclass(frozen=True)
+class NewSize:
+    """A graph for ``key`` frames, compiled for the running compile ``uid`` (see Engine.add_size)."""
+
+    uid: int
+    key: SizeKey
+    model: ov.CompiledModel
+    compile_s: float
+    memory_bytes: int  # resident memory the compile added (an estimate: other threads allocate too)
+
+
+@dataclass(frozen=True)
 class SwitchFailed:
     level: int
     reload: bool
@@ -49,35 +65,41 @@ class Switcher:
         engine: Engine,
         ladder: Sequence[ExecLevel],
         model_cfg: ModelConfig,
-        post: Callable[[Swap | SwitchFailed], None],
+        post: Callable[[Swap | SwitchFailed | NewSize], None],
     ) -> None:
         self.engine = engine
         self.ladder = list(ladder)
         self.model_cfg = model_cfg
-        self.max_frame_bytes = 0
         self._post = post
         self._cache: dict[tuple[int, int, bool], Compiled] = {}  # (streams, batch, accuracy) → one kept
         self._lock = threading.Lock()  # guards the request slot below (written by other threads)
-        self._want: tuple[int, ModelConfig | None] | None = None  # (level, new model)
+        self._want: tuple[int, ModelConfig | None, tuple[SizeKey, ...]] | None = None  # (level, new model, sizes)
+        # (compile uid, frame size) to compile; bounded: a flood of new sizes keeps only the newest.
+        self._sizes: collections.deque[tuple[int, SizeKey]] = collections.deque(maxlen=model_cfg.max_sizes)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_compile_s = 0.0  # read by metrics (a float: GIL-atomic)
 
     # ------------------------------------------------------------------ any thread
-    def request(self, level: int, model_cfg: ModelConfig | None = None) -> None:
-        """Ask for ``level`` (of the current model, or of ``model_cfg``: a reload). The newest request
-        wins, except that a pending reload is never dropped: a later level request only changes the
-        level it is compiled at."""
+    def request(self, level: int, model_cfg: ModelConfig | None = None, sizes: Sequence[SizeKey] = ()) -> None:
+        """Ask for ``level`` (of the current model, or of ``model_cfg``: a reload), with graphs for the
+        frame ``sizes`` in use. The newest request wins, except that a pending reload is never dropped:
+        a later level request only changes the level it is compiled at."""
         with self._lock:
             pending_model = self._want[1] if self._want is not None else None
-            self._want = (level, model_cfg or pending_model)
+            self._want = (level, model_cfg or pending_model, tuple(sizes))
         self._wake.set()
 
-    def start(self, max_frame_bytes: int) -> None:
-        """Start taking requests. ``max_frame_bytes``: the largest raw frame the ingest sockets let through
-        (fixed when they were bound): a reloaded model that needs bigger frames is refused (restart)."""
-        self.max_frame_bytes = max_frame_bytes
+    def request_size(self, uid: int, key: SizeKey) -> None:
+        """Ask for a graph for ``key`` frames at the running compile ``uid`` (answered with NewSize)."""
+        with self._lock:
+            if (uid, key) not in self._sizes:
+                self._sizes.append((uid, key))
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start taking requests."""
         self._thread = threading.Thread(target=self._run, name="edgeagent-compile", daemon=True)
         self._thread.start()
 
@@ -89,14 +111,15 @@ class Switcher:
             self._thread.join(timeout_s)
 
     # ------------------------------------------------------------------ start-up (before start())
-    def compile(self, level: int) -> Compiled:
-        """The current model at ladder ``level``, from the cache when its streams, batch and precision match
-        (more infer requests need no recompile). Raises ModelError."""
+    def compile(self, level: int, sizes: Sequence[SizeKey] = ()) -> Compiled:
+        """The current model at ladder ``level`` (with graphs for ``sizes``), from the cache when its
+        streams, batch and precision match (more infer requests need no recompile; the engine keeps the
+        sizes it added to the same compile). Raises ModelError."""
         lv = self.ladder[level]
         key = (lv.streams, lv.batch, lv.accuracy)
         base = self._cache.get(key)
         if base is None:
-            base = self.engine.compile(lv, self.model_cfg)
+            base = self.engine.compile(lv, self.model_cfg, sizes)
             self.last_compile_s = base.compile_s
             self._cache = {key: base}  # keep one compiled model: memory on an edge box is precious
         return dataclasses.replace(base, level=lv)
@@ -108,8 +131,14 @@ class Switcher:
                 continue
             with self._lock:
                 want, self._want = self._want, None
-                self._wake.clear()
-            if want is None or self._stop.is_set():
+                size = self._sizes.popleft() if want is None and self._sizes else None
+                if not self._sizes:  # else stay awake: the next size (after this level change)
+                    self._wake.clear()
+            if self._stop.is_set():
+                continue
+            if size is not None:
+                self._compile_size(*size)
+            if want is None:
                 continue
             try:
                 self._handle(*want)
@@ -117,18 +146,36 @@ class Switcher:
                 log.exception("event=switch_failed level=%d", want[0])
                 self._post(SwitchFailed(want[0], want[1] is not None, f"{type(exc).__name__}: {exc}"))
 
-    def _handle(self, level: int, model_cfg: ModelConfig | None) -> None:
+    def _compile_size(self, uid: int, key: SizeKey) -> None:
+        """A graph for one more frame size at the running compile (level changes and reloads go first)."""
+        base = next((c for c in self._cache.values() if c.uid == uid), None)
+        if base is None:
+            return  # another compile runs now: the loop asks again for sizes it still sees
+        rss0 = psutil.Process().memory_info().rss
+        t0 = time.perf_counter()
+        try:
+            model = self.engine.compile_size(base, key, self.model_cfg)
+        except Exception as exc:  # a size that cannot compile keeps running on the any-size graph
+            log.error("event=size_compile_failed size=%s error=%s", size_name(key), q(str(exc)[:200]))
+            return
+        compile_s = time.perf_counter() - t0
+        memory = max(0, psutil.Process().memory_info().rss - rss0)
+        log.info(
+            "event=size_compiled size=%s level=%s compile_s=%.3f memory_mb=%.1f",
+            size_name(key),
+            q(base.level.describe()),
+            compile_s,
+            memory / 2**20,
+        )
+        self._post(NewSize(uid, key, model, compile_s, memory))
+
+    def _handle(self, level: int, model_cfg: ModelConfig | None, sizes: tuple[SizeKey, ...] = ()) -> None:
         try:
             if model_cfg is None:
-                compiled = self.compile(level)
+                compiled = self.compile(level, sizes)
             else:
                 # A new model is compiled beside the running one; nothing changes unless it works.
-                compiled = self.engine.compile(self.ladder[level], model_cfg)
-                h, w = compiled.info.frame_hw
-                if h * w * 3 > self.max_frame_bytes:
-                    raise ModelError(
-                        f"frames of {w}x{h} exceed the message size limit set at start: restart the agent for them"
-                    )
+                compiled = self.engine.compile(self.ladder[level], model_cfg, sizes)
         except ModelError as exc:
             log.error("event=compile_failed level=%d reload=%s error=%s", level, model_cfg is not None, q(exc))
             self._post(SwitchFailed(level, model_cfg is not None, str(exc)))

@@ -41,17 +41,28 @@ def percentile(values: list[float], q: float) -> float:
 def info(args: argparse.Namespace) -> int:
     import openvino as ov
 
-    from edgeagent.config import ModelConfig, coerce
-    from edgeagent.engine import LEVEL0, CpuPlan, Engine
+    from edgeagent import config as config_mod
+    from edgeagent.engine import LEVEL0, CpuPlan, Engine, size_name
+    from edgeagent.wire import FrameLimits
 
-    cfg = ModelConfig(
-        path=args.model,
-        input_shape=coerce(args.input_shape, tuple[int, ...]) if args.input_shape else None,
-        frame_size=coerce(args.frame_size, tuple[int, ...]) if args.frame_size else None,
-    )
+    overrides = {
+        k: v
+        for k, v in {
+            "model.path": args.model,
+            "model.input_shape": args.input_shape,
+            "model.frame_size": args.frame_size,
+            "model.resize": args.resize,
+        }.items()
+        if v is not None
+    }
+    full = config_mod.load(Path(args.config) if args.config else None, overrides)
+    cfg = full.model
     engine = Engine(cfg, CpuPlan.make(None))
     compiled = engine.compile(LEVEL0)
-    limits = engine.device_limits()
+    limits = FrameLimits(full.ingest.max_message_bytes, full.ingest.max_header_bytes)
+    fit = f"letterboxed (aspect kept, pad {cfg.pad_value:g})" if cfg.resize == "letterbox" else "stretched"
+    mh, mw = compiled.info.model_hw
+    device = engine.device_limits()
     core: ov.Core = engine.core
     out: dict[str, Any] = {
         "model": compiled.info.path,
@@ -70,13 +81,21 @@ def info(args: argparse.Namespace) -> int:
             "mean": compiled.info.mean,
             "scale": compiled.info.scale,
         },
+        "accepts": {
+            "frames": limits.accepted(),
+            "resize": cfg.resize,
+            "fit": f"frames of another size are {fit} to {mw}x{mh} in the graph",
+            "compiled_sizes": [size_name(k) for k in compiled.sizes],
+            "max_sizes": cfg.max_sizes,
+            "max_message_bytes": full.ingest.max_message_bytes,
+        },
         "outputs": [{"name": n, "dtype": t, "shape": list(s)} for n, t, s in compiled.info.outputs],
         "device": {
             "name": str(core.get_property(cfg.device, "FULL_DEVICE_NAME")),
             "range_for_streams": list(core.get_property(cfg.device, "RANGE_FOR_STREAMS")),
-            "max_streams": limits.max_streams,
-            "throughput_streams": limits.throughput_streams,
-            "optimal_requests_latency": limits.optimal_requests,
+            "max_streams": device.max_streams,
+            "throughput_streams": device.throughput_streams,
+            "optimal_requests_latency": device.optimal_requests,
         },
         "compiled_level0": compiled.describe() | {"compile_s": round(compiled.compile_s, 3)},
     }
@@ -91,6 +110,10 @@ def info(args: argparse.Namespace) -> int:
         )
         for o in out["outputs"]:
             print(f"output    {o['name']} {o['dtype']} {o['shape']}")
+        a = out["accepts"]
+        print(f"accepts   {a['frames']}")
+        print(f"          {a['fit']}; graphs compiled ahead: {', '.join(a['compiled_sizes'])};")
+        print(f"          other sizes run on any/bgr at once and get their own graph (up to {a['max_sizes']})")
         d = out["device"]
         print(
             f"device    {d['name']}: streams {d['range_for_streams']}, THROUGHPUT streams {d['throughput_streams']},"
@@ -229,6 +252,10 @@ def scrape(url: str, timeout_s: float = 3.0) -> dict[str, Any]:
                 outcome = s.labels["outcome"]
                 key = outcome if outcome in ("received", "processed") else f"{outcome}:{s.labels['reason']}"
                 src[key] += int(s.value)
+            elif s.name == "edgeagent_source_idle_seconds":
+                st.setdefault("idle_s", {})[s.labels["source"]] = s.value
+            elif s.name == "edgeagent_frame_sizes":
+                st.setdefault("sizes", []).append(s.labels["size"])
             elif s.name == "edgeagent_results_over_sla_total":
                 st["sources"].setdefault(s.labels["source"], Counter())["over_sla"] += int(s.value)
             elif s.name.startswith("edgeagent_window_latency_") and s.name.endswith("_seconds"):
@@ -266,10 +293,24 @@ def status(args: argparse.Namespace) -> int:
         f"threads {int(st.get('edgeagent_exec_threads', 0))}; switches "
         f"{int(st.get('edgeagent_level_switches_total', 0))}"
     )
+    print(
+        f"frames    sizes with their own graph: {', '.join(sorted(st.get('sizes', []))) or '-'}; "
+        f"served by the any-size graph {int(st.get('edgeagent_any_size_frames_total', 0))}; "
+        f"peer disconnects {int(st.get('edgeagent_peer_disconnects_total', 0))}"
+    )
     # Per source: late = frames dropped because they could no longer make the SLA (misses avoided);
-    # over SLA = results that were published late anyway (misses the agent did not avoid).
-    print(f"{'source':<24}{'received':>10}{'processed':>11}{'over SLA':>10}{'late':>8}  other dropped/rejected")
+    # over SLA = results that were published late anyway (misses the agent did not avoid); last seen:
+    # seconds since the source last sent ("expired": sources that went silent and freed their place).
+    idle = st.get("idle_s", {})
+    print(
+        f"{'source':<24}{'last seen':>10}{'received':>10}{'processed':>11}{'over SLA':>10}{'late':>8}"
+        "  other dropped/rejected"
+    )
     for src, c in sorted(st["sources"].items()):
         other = ", ".join(f"{k}={v}" for k, v in sorted(c.items()) if ":" in k and k != "dropped:late") or "-"
-        print(f"{src:<24}{c['received']:>10}{c['processed']:>11}{c['over_sla']:>10}{c['dropped:late']:>8}  {other}")
+        seen = f"{idle[src]:.1f}s" if src in idle else "expired" if src == "_expired" else "-"
+        print(
+            f"{src:<24}{seen:>10}{c['received']:>10}{c['processed']:>11}{c['over_sla']:>10}{c['dropped:late']:>8}"
+            f"  {other}"
+        )
     return EXIT_OK

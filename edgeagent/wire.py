@@ -8,6 +8,10 @@ Incoming frames are two-part messages ``[header, payload]``:
   "dtype", "shape"}``; ``t_send_ns`` is the publisher's wall clock (``time.time_ns()``) and gives
   frame age when the clocks agree.
 
+Raw frames are uint8 ``[H, W]`` or ``[H, W, 1]`` (gray), ``[H, W, 3]`` (BGR, or RGB for a source
+configured so) or ``[H, W, 4]`` (BGRA/BGRX) of any size up to ``MAX_FRAME_SIDE`` a side; the compiled
+graph converts and resizes them (:mod:`edgeagent.models`). JPEGs decode to BGR, gray JPEGs to gray.
+
 Nothing in a header is trusted: :func:`parse_frame` checks every field and raises
 :class:`~edgeagent.errors.BadFrame` with one of :data:`REJECT_REASONS`.
 
@@ -26,7 +30,7 @@ from typing import Any
 import numpy as np
 import simplejpeg
 
-from edgeagent.config import MAX_FRAME_SIDE
+from edgeagent.config import HARD_CAP_BYTES, MAX_FRAME_SIDE
 from edgeagent.errors import BadFrame
 
 NATIVE_VERSION = 1
@@ -39,10 +43,10 @@ REJECT_REASONS = (
     "json",  # header is not UTF-8 JSON object
     "keys",  # missing or ill-typed header keys (source name, version, seq ...)
     "dtype",  # an element type other than uint8
-    "shape",  # not HxWx3, or not the frame size the model was compiled for
+    "shape",  # not a frame: HxW, HxWx1, HxWx3 or HxWx4, sides 1 .. MAX_FRAME_SIDE
     "size",  # payload bytes != dtype x shape
     "jpeg",  # undecodable JPEG
-    "oversize",  # declared or actual payload beyond the frame limit
+    "oversize",  # declared payload beyond ingest.max_message_bytes
     "sources",  # more distinct sources than ingest.max_sources
     "internal",  # the agent failed on this message (a bug: logged with its traceback, never fatal)
 )
@@ -53,29 +57,33 @@ DROP_REASONS = (
     "late",  # could no longer finish within the SLA when its turn came (deadline-aware dispatch)
     "shutdown",  # still waiting when the agent stopped
     "error",  # inference failed for the job it was in
-    "reconfigured",  # waiting when a reloaded model changed the frame size
+)
+# Pixel formats of a frame as the graph sees it (the channel count and the source's channel order).
+PIXEL_FORMATS = ("gray", "bgr", "rgb", "bgrx", "rgbx")
+ACCEPTED = (
+    "uint8 frames of any size up to {side}x{side}: HxW or HxWx1 (gray), HxWx3 (BGR; RGB with "
+    "sources.NAME.pixel_format), HxWx4 (BGRA/BGRX), or JPEG; messages up to {cap} bytes"
 )
 
 
 @dataclass(frozen=True)
 class FrameLimits:
-    """What :func:`parse_frame` accepts. ``frame_hw`` None: any size up to ``max_side``."""
+    """What :func:`parse_frame` accepts: frames of any size up to ``max_side`` a side whose payload fits
+    in ``max_payload_bytes`` (the ingest hard cap)."""
 
-    frame_hw: tuple[int, int] | None
+    max_payload_bytes: int = HARD_CAP_BYTES
     max_header_bytes: int = 4096
     max_side: int = MAX_FRAME_SIDE
 
-    @property
-    def max_payload_bytes(self) -> int:
-        if self.frame_hw is not None:
-            return self.frame_hw[0] * self.frame_hw[1] * 3
-        return self.max_side * self.max_side * 3
+    def accepted(self) -> str:
+        """What a sender may send, in words (rejections, ``info``)."""
+        return ACCEPTED.format(side=self.max_side, cap=self.max_payload_bytes)
 
 
 @dataclass
 class Frame:
-    """A validated frame. ``image`` is HxWx3 uint8 BGR; for raw payloads it is a view of the received
-    ZeroMQ buffer (no copy), kept alive by ``keepalive``."""
+    """A validated frame. ``image`` is HxWxC uint8 (C 1, 3 or 4, channel order ``pix``); for raw payloads
+    it is a view of the received ZeroMQ buffer (no copy), kept alive by ``keepalive``."""
 
     source: str
     seq: int
@@ -87,6 +95,12 @@ class Frame:
     keepalive: Any = None
     envelope: list[Any] | None = None  # ROUTER routing frames for the reply; None: no reply owed
     reply_sock: Any = None  # the ROUTER socket the request came in on (owned by the I/O thread)
+    pix: str = "bgr"  # one of PIXEL_FORMATS
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        """(height, width, pixel format): frames with one key share a compiled graph and can batch."""
+        return (self.image.shape[0], self.image.shape[1], self.pix)
 
 
 def _as_memoryview(part: Any) -> memoryview:
@@ -120,19 +134,17 @@ def _source_of(header: dict[str, Any], key: str) -> str:
 
 
 def _check_hw(h: int, w: int, limits: FrameLimits, source: str) -> None:
-    if limits.frame_hw is not None and (h, w) != limits.frame_hw:
-        eh, ew = limits.frame_hw
-        raise BadFrame("shape", f"frame is {w}x{h}, the model is compiled for {ew}x{eh} frames", source)
-    if limits.frame_hw is None and not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side):
-        raise BadFrame("shape", f"frame is {w}x{h}, sides must be 1..{limits.max_side}", source)
+    if not (1 <= h <= limits.max_side and 1 <= w <= limits.max_side):
+        raise BadFrame("shape", f"frame is {w}x{h}; accepted: {limits.accepted()}", source)
+
+
+_PIX_BY_CHANNELS = {1: "gray", 3: "bgr", 4: "bgrx"}
 
 
 def _raw_image(header: dict[str, Any], payload: memoryview, limits: FrameLimits, source: str) -> np.ndarray:
     dtype = header.get("dtype")
     if not isinstance(dtype, str):
         raise BadFrame("keys", "'dtype' must be a string", source)
-    if dtype != "uint8":
-        raise BadFrame("dtype", f"dtype {dtype[:32]!r} is not supported, send uint8 BGR frames", source)
     shape = header.get("shape")
     if (
         not isinstance(shape, list)
@@ -140,28 +152,31 @@ def _raw_image(header: dict[str, Any], payload: memoryview, limits: FrameLimits,
         or len(shape) > 8
     ):
         raise BadFrame("keys", "'shape' must be a list of non-negative integers", source)
-    if len(shape) != 3 or shape[2] != 3:
-        raise BadFrame("shape", f"shape {shape} is not HxWx3 (BGR)", source)
+    if dtype != "uint8":
+        raise BadFrame("dtype", f"received dtype {dtype[:32]!r} shape {shape}; accepted: {limits.accepted()}", source)
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in _PIX_BY_CHANNELS):
+        raise BadFrame("shape", f"received shape {shape} uint8; accepted: {limits.accepted()}", source)
     h, w = shape[0], shape[1]
+    channels = shape[2] if len(shape) == 3 else 1
     # Check the declared size before the frame size so a huge declared shape reads as oversize.
     declared = math.prod(shape)
     if declared > limits.max_payload_bytes:
-        raise BadFrame("oversize", f"declared {declared} bytes, limit {limits.max_payload_bytes}", source)
+        raise BadFrame("oversize", f"shape {shape} declares {declared} bytes, limit {limits.max_payload_bytes}", source)
     _check_hw(h, w, limits, source)
     if payload.nbytes != declared:
         raise BadFrame("size", f"payload is {payload.nbytes} bytes, shape {shape} uint8 needs {declared}", source)
-    image = np.frombuffer(payload, dtype=np.uint8).reshape(h, w, 3)
-    return image
+    return np.frombuffer(payload, dtype=np.uint8).reshape(h, w, channels)
 
 
 def _jpeg_image(payload: memoryview, limits: FrameLimits, source: str) -> np.ndarray:
-    if payload.nbytes > limits.max_payload_bytes:
-        raise BadFrame("oversize", f"JPEG is {payload.nbytes} bytes, limit {limits.max_payload_bytes}", source)
     try:
         # The header first: reject a wrong size (or a decompression bomb) before decoding pixels.
-        h, w, _cs, _sub = simplejpeg.decode_jpeg_header(payload)
+        h, w, colorspace, _sub = simplejpeg.decode_jpeg_header(payload)
         _check_hw(h, w, limits, source)
-        image = simplejpeg.decode_jpeg(payload, colorspace="BGR")
+        if h * w * 3 > limits.max_payload_bytes:
+            raise BadFrame("oversize", f"JPEG of {w}x{h} decodes beyond {limits.max_payload_bytes} bytes", source)
+        gray = colorspace == "Gray"
+        image = simplejpeg.decode_jpeg(payload, colorspace="GRAY" if gray else "BGR")
     except ValueError as exc:
         raise BadFrame("jpeg", f"undecodable JPEG ({str(exc)[:80]})", source) from None
     return np.asarray(image)
@@ -194,7 +209,9 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
             image = _jpeg_image(payload, limits, source)
         else:
             raise BadFrame("keys", f"'encoding' {str(encoding)[:16]!r} is not raw or jpeg", source)
-        return Frame(source, seq, image, rx_ns, t_send, "native", encoding, parts[1])
+        return Frame(
+            source, seq, image, rx_ns, t_send, "native", encoding, parts[1], pix=_PIX_BY_CHANNELS[image.shape[2]]
+        )
     source = _source_of(header, "msg")
     if "dtype" in header or "shape" in header:
         image = _raw_image(header, payload, limits, source)
@@ -202,7 +219,7 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
     else:
         image = _jpeg_image(payload, limits, source)
         encoding = "jpeg"
-    return Frame(source, -1, image, rx_ns, None, "imagezmq", encoding, parts[1])
+    return Frame(source, -1, image, rx_ns, None, "imagezmq", encoding, parts[1], pix=_PIX_BY_CHANNELS[image.shape[2]])
 
 
 # ---------------------------------------------------------------------------------------------

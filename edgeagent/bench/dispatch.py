@@ -92,7 +92,7 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
 def cold_python(samples: int) -> dict[str, float]:
     img = np.zeros((224, 224, 3), np.uint8)
     parts = [p if isinstance(p, bytes) else p.tobytes() for p in encode_native("c", 1, img)]
-    limits = FrameLimits((224, 224))
+    limits = FrameLimits()
     out = {}
     for gap in (0.0, 0.001, 0.005):
         xs = []

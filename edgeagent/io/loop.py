@@ -34,14 +34,15 @@ import zmq
 from edgeagent.accounting import OVERFLOW_SOURCE, Accounting
 from edgeagent.config import Config, ModelConfig, SLAConfig
 from edgeagent.control import Controller
-from edgeagent.engine import Compiled, Completion, Engine
+from edgeagent.engine import Compiled, Completion, Engine, size_name
 from edgeagent.errors import BadFrame
 from edgeagent.io.meter import WindowMeter
 from edgeagent.io.results import Timing, encode_result
 from edgeagent.io.slots import JobTimer, Slots
 from edgeagent.io.sockets import Sockets, split_envelope
 from edgeagent.logs import RateLimiter, q
-from edgeagent.switcher import Swap, SwitchFailed
+from edgeagent.models import DYNAMIC, SizeKey
+from edgeagent.switcher import NewSize, Swap, SwitchFailed
 from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
 
 log = logging.getLogger("edgeagent.io")
@@ -64,7 +65,7 @@ class ReloadModel:
     model: ModelConfig
 
 
-Event = Swap | SwitchFailed | NewSLA | ReloadModel
+Event = Swap | SwitchFailed | NewSize | NewSLA | ReloadModel
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,10 @@ class LoopView:
     switches: int = 0
     last_switch_s: float = 0.0
     auth_refused: int = 0
-
-
-def max_message_bytes(cfg: Config, limits: FrameLimits) -> int:
-    """ZMQ_MAXMSGSIZE for the ingest sockets. libzmq drops (disconnects) a peer whose message part
-    exceeds it before Python sees anything, so no error reply can be sent: it must stay well above
-    what deserves a named error. 8x the largest acceptable frame: a float64 frame still gets "dtype"."""
-    return cfg.ingest.max_message_bytes or 8 * limits.max_payload_bytes + cfg.ingest.max_header_bytes
+    disconnects: int = 0  # peers libzmq dropped or that left (a message above the hard cap shows here)
+    sizes: tuple[str, ...] = ()  # frame sizes with a graph of their own ("1280x720/bgr")
+    size_compiles: int = 0
+    any_size_frames: int = 0  # frames served by the any-size graph while their own compiled
 
 
 class IOLoop:
@@ -95,10 +93,12 @@ class IOLoop:
         level: int,
         accounting: Accounting,
         controller: Controller,
-        request_switch: Callable[[int, ModelConfig | None], None],
+        request_switch: Callable[[int, ModelConfig | None, tuple[SizeKey, ...]], None],
         on_latency: Callable[[Timing], None] | None = None,
+        request_size: Callable[[int, SizeKey], None] | None = None,
     ) -> None:
-        """``request_switch(level, model)``: hands a level change (or a reload) to the switcher."""
+        """``request_switch(level, model, sizes)``: hands a level change (or a reload) to the switcher,
+        with the frame sizes in use; ``request_size(uid, key)``: asks it for a graph for one more size."""
         self.ingest_cfg = cfg.ingest
         self.results_cfg = cfg.results
         self.engine_cfg = cfg.engine
@@ -108,9 +108,14 @@ class IOLoop:
         self.accounting = accounting
         self.controller = controller
         self._request_switch = request_switch
+        self._request_size = request_size
+        self._size_requested: set[SizeKey] = set()
+        self.max_sizes = cfg.model.max_sizes
+        self.sources_cfg = cfg.sources
         self.on_latency = on_latency
-        self.limits = FrameLimits(compiled.info.frame_hw, cfg.ingest.max_header_bytes)
+        self.limits = FrameLimits(cfg.ingest.max_message_bytes, cfg.ingest.max_header_bytes)
         self.slots = Slots(cfg.sources)
+        self._next_expiry_ns = 0
         self.job_timer = JobTimer(stale_ns=int(cfg.sla.window_s * 1e9))
         self.meter = WindowMeter(time.monotonic_ns(), level)
         self.rate = RateLimiter(cfg.log.rate_limit_s)
@@ -129,7 +134,8 @@ class IOLoop:
         # Read by other threads.
         self.in_flight = 0
         self.last_progress_s = time.monotonic()
-        self.view = LoopView(level, compiled.describe())
+        static = tuple(size_name(k) for k in compiled.sizes if k != DYNAMIC)
+        self.view = LoopView(level, compiled.describe(), sizes=static)
         self.stopped = threading.Event()
 
     # ------------------------------------------------------------------ other threads
@@ -201,7 +207,7 @@ class IOLoop:
                         self._read(s, kind == "listen")
                 for m in self.sockets.monitors:
                     if m in events:
-                        self._count_refused(m)
+                        self._peer_events(m)
                 self._dispatch()
                 self._tick_window()
             self._shutdown(poller)
@@ -260,6 +266,10 @@ class IOLoop:
         """One received message: parse (raises BadFrame), count, and put it in its source's slot.
         True when it filled an empty slot (worth starting a job at once)."""
         frame = parse_frame(parts, self.limits, rx_ns)
+        if frame.encoding == "raw" and frame.pix != "gray":
+            src = self.sources_cfg.get(frame.source)
+            if src is not None and src.pixel_format == "rgb":
+                frame.pix = "rgb" if frame.pix == "bgr" else "rgbx"
         frame.envelope = envelope
         frame.reply_sock = sock if envelope is not None else None
         label = self.accounting.label(frame.source)
@@ -277,10 +287,25 @@ class IOLoop:
             self._drop(old, "stale")
         return old is None
 
-    def _count_refused(self, monitor: zmq.Socket[Any]) -> None:
-        for endpoint in self.sockets.refused(monitor):
-            self.view = replace(self.view, auth_refused=self.view.auth_refused + 1)
-            self._warn("refused", f"event=peer_refused endpoint={q(endpoint)} reason=authentication")
+    def _peer_events(self, monitor: zmq.Socket[Any]) -> None:
+        for ev in self.sockets.events(monitor):
+            if ev.what == "refused":
+                self.view = replace(self.view, auth_refused=self.view.auth_refused + 1)
+                self._warn("refused", f"event=peer_refused endpoint={q(ev.endpoint)} reason=authentication")
+                continue
+            self.view = replace(self.view, disconnects=self.view.disconnects + 1)
+            cause = f"closed by the peer, or a message above ingest.max_message_bytes ({self.limits.max_payload_bytes})"
+            suppressed = self.rate.allow(f"disconnected:{ev.endpoint}")
+            if suppressed is not None:  # info: REQ cameras that close their socket disconnect too
+                log.info(
+                    "event=peer_disconnected kind=%s endpoint=%s peer=%s cause=%s%s%s",
+                    ev.kind,
+                    q(ev.endpoint),
+                    q(ev.peer),
+                    q(cause),
+                    " reconnected=true" if ev.kind == "connect" else "",
+                    f" suppressed={suppressed}" if suppressed else "",
+                )
 
     # ---- answers
     def _reply(self, sock: zmq.Socket[Any] | None, envelope: list[Any] | None, body: bytes) -> None:
@@ -338,6 +363,12 @@ class IOLoop:
                 for f in take.frames:
                     self._drop(f, "error")
                 continue
+            key = take.frames[0].key
+            if not self.engine.has_size(key):
+                self.view = replace(self.view, any_size_frames=self.view.any_size_frames + len(take.frames))
+                if key not in self._size_requested and self._request_size is not None and self.engine.active:
+                    self._size_requested.add(key)
+                    self._request_size(self.engine.active.uid, key)
             if self.in_flight == 0:
                 # The watchdog's clock: "no completion for too long while a job runs" starts at this job,
                 # not at the last completion before an idle gap (which made a new job look stalled).
@@ -411,13 +442,15 @@ class IOLoop:
                     self.controller.on_cancelled()
                 else:
                     self.controller.on_failed(ev.level)
+            elif isinstance(ev, NewSize):
+                self._add_size(ev)
             elif isinstance(ev, NewSLA):
                 self.sla = ev.sla
                 self.controller.set_sla(ev.sla)
                 self.job_timer.stale_ns = int(ev.sla.window_s * 1e9)
             else:  # ReloadModel: at the level a pending change is heading to, so the reload does not undo it
                 pending = self.controller.view.pending
-                self._request_switch(self._level if pending is None else pending, ev.model)
+                self._request_switch(self._level if pending is None else pending, ev.model, self.engine.size_keys())
         if self._swap is not None and self.in_flight == 0:
             self._apply_swap(self._swap)
             self._swap = None
@@ -435,11 +468,7 @@ class IOLoop:
             else:
                 self.controller.on_failed(swap.level)
             return
-        if compiled.info.frame_hw != self.limits.frame_hw:
-            # A reloaded model takes another frame size: waiting frames of the old size cannot run.
-            self.limits = FrameLimits(compiled.info.frame_hw, self.ingest_cfg.max_header_bytes)
-            for frame in self.slots.remove_if(lambda f: f.image.shape[:2] != compiled.info.frame_hw):
-                self._drop(frame, "reconfigured")
+        self._size_requested.clear()  # sizes still without a graph are asked for again at the new compile
         now_ns = time.monotonic_ns()
         self._level = swap.level
         self._epoch += 1
@@ -455,6 +484,7 @@ class IOLoop:
             exec=compiled.describe(),
             switches=self.view.switches + 1,
             last_switch_s=switch_s,
+            sizes=tuple(size_name(k) for k in self.engine.size_keys()),
         )
         log.info(
             "event=level_switched level=%d %s switch_ms=%.2f reload=%s from=%s",
@@ -465,7 +495,32 @@ class IOLoop:
             q(old.level.describe() if old else "-"),
         )
 
+    def _add_size(self, ev: NewSize) -> None:
+        """A graph for one more frame size: frames of that size run on it from their next job."""
+        self._size_requested.discard(ev.key)
+        evicted = self.engine.add_size(ev.uid, ev.key, ev.model, self.max_sizes)
+        if evicted is None:
+            return  # compiled for a model or level that no longer runs
+        for key in evicted:
+            log.info("event=size_evicted size=%s reason=max_sizes max_sizes=%d", size_name(key), self.max_sizes)
+        self.view = replace(
+            self.view,
+            sizes=tuple(size_name(k) for k in self.engine.size_keys()),
+            size_compiles=self.view.size_compiles + 1,
+        )
+
+    def _expire_sources(self, now_ns: int) -> None:
+        """Once a second: sources silent for ingest.source_idle_s give up their place."""
+        if now_ns < self._next_expiry_ns:
+            return
+        self._next_expiry_ns = now_ns + 1_000_000_000
+        for source in self.accounting.expire(now_ns, int(self.ingest_cfg.source_idle_s * 1e9)):
+            self._seq.pop(source, None)
+            self.slots.forget(source)
+            log.info("event=source_expired source=%s idle_s=%g", q(source), self.ingest_cfg.source_idle_s)
+
     def _tick_window(self) -> None:
+        self._expire_sources(time.monotonic_ns())
         ws = self.meter.close_if_due(time.monotonic_ns(), self.sla)
         if ws is None:
             return
@@ -492,7 +547,7 @@ class IOLoop:
                 log.exception("event=controller_failed")
             return
         if target is not None:
-            self._request_switch(target, None)
+            self._request_switch(target, None, self.engine.size_keys())
 
     # ---- stop
     def _shutdown(self, poller: zmq.Poller) -> None:

@@ -20,8 +20,10 @@ is always the freshest. :meth:`Slots.take` forms the next job:
    time, so it banks no credit); then the earliest deadline. Plain oldest-first starves cameras that
    send in a steady phase: the camera whose frame arrives first in every round always holds the
    oldest frame. With this rule equal cameras take turns, whatever their phase.
-4. **batch forming**: a partial batch waits for more sources while its oldest frame has waited less
-   than ``batch_wait_ns`` and every frame in it could still make its deadline after waiting.
+4. **batch forming**: a job's frames share one size and pixel format (one graph, one input tensor):
+   the first frame in order picks them, the others wait for a job of their own. A partial batch
+   waits for more sources while its oldest frame has waited less than ``batch_wait_ns`` and every
+   frame in it could still make its deadline after waiting.
 
 Owner: the I/O thread. Times are ``time.monotonic_ns()`` values passed in by the caller, so every
 rule here is unit-tested without sleeping.
@@ -132,7 +134,9 @@ class Slots:
             return out
         if self.wait_ns(now_ns, batch, batch_wait_ns, sla_ns, job_ns):
             return out  # a partial batch, waiting (bounded) for more sources
-        for frame in sorted(self._frames.values(), key=self._order)[:batch]:
+        ordered = sorted(self._frames.values(), key=self._order)
+        key = ordered[0].key
+        for frame in [f for f in ordered if f.key == key][:batch]:
             del self._frames[frame.source]
             cfg = self.sources.get(frame.source, DEFAULT_SOURCE)
             start = self._vtime.get(frame.source, self._vclock)
@@ -155,9 +159,12 @@ class Slots:
             until = min(until, min(f.rx_ns for f in self._frames.values()) + sla_ns - job_ns - DEADLINE_SLACK_NS)
         return max(0, until - now_ns)
 
+    def forget(self, source: str) -> None:
+        """A source that went silent (its place freed): drop its fair-queuing state (no frame waits)."""
+        self._vtime.pop(source, None)
+
     def remove_if(self, pred: Callable[[Frame], bool]) -> list[Frame]:
-        """Remove and return the waiting frames for which ``pred`` holds (e.g. a frame size a reloaded
-        model no longer takes); with ``lambda f: True`` at shutdown."""
+        """Remove and return the waiting frames for which ``pred`` holds (``lambda f: True`` at shutdown)."""
         gone = [f for f in self._frames.values() if pred(f)]
         for f in gone:
             del self._frames[f.source]

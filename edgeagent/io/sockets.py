@@ -12,6 +12,8 @@ the I/O thread touches the sockets (pyzmq sockets are not thread-safe) until :me
 from __future__ import annotations
 
 import os
+import socket
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import zmq
@@ -35,18 +37,20 @@ class Sockets:
         self.ctx: zmq.Context[Any] = ctx or zmq.Context.instance()  # inproc:// endpoints need the peer's context
         self.ingest: list[tuple[zmq.Socket[Any], Kind]] = []
         self.pub: zmq.Socket[Any] | None = None
-        # Socket monitors that report refused handshakes (a CURVE key or address ZAP refused).
-        self.monitors: list[zmq.Socket[Any]] = []
+        # Socket monitors: peers accepted and disconnected on ingest sockets, refused handshakes (a CURVE
+        # key or address ZAP refused) on bound ones. monitor → (its socket, kind, configured endpoint).
+        self.monitors: dict[zmq.Socket[Any], tuple[zmq.Socket[Any], Kind, str]] = {}
+        self._peers: dict[int, str] = {}  # file descriptor → peer address, from ACCEPTED events
 
     def bind(self) -> None:
         """Create, bind and connect every socket. Raises EndpointError naming the endpoints."""
         ic = self.cfg.ingest
 
-        def make(kind: Kind, zmq_type: int) -> zmq.Socket[Any]:
+        def make(kind: Kind, zmq_type: int, ep: str) -> zmq.Socket[Any]:
             s: zmq.Socket[Any] = self.ctx.socket(zmq_type)
             if self.guard is not None and kind != "connect":
                 self.guard.apply(s, kind)
-                self._monitor(s)
+            self._monitor(s, kind, ep)
             s.setsockopt(zmq.LINGER, 0)
             if kind != "publish":
                 s.setsockopt(zmq.RCVHWM, ic.rcvhwm)
@@ -57,26 +61,31 @@ class Sockets:
         try:
             for ep in ic.listen:
                 unlink_stale_ipc(ep)
-                make("listen", zmq.ROUTER).bind(ep)
+                make("listen", zmq.ROUTER, ep).bind(ep)
             for ep in ic.pull:
                 unlink_stale_ipc(ep)
-                make("pull", zmq.PULL).bind(ep)
+                make("pull", zmq.PULL, ep).bind(ep)
             for ep in ic.connect:
-                s = make("connect", zmq.SUB)
+                s = make("connect", zmq.SUB, ep)
                 s.setsockopt(zmq.SUBSCRIBE, b"")
                 s.connect(ep)
             if self.cfg.results.publish:
                 unlink_stale_ipc(self.cfg.results.publish)
-                self.pub = make("publish", zmq.PUB)
+                self.pub = make("publish", zmq.PUB, self.cfg.results.publish)
                 self.pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
                 self.pub.bind(self.cfg.results.publish)
         except zmq.ZMQError as exc:
             self.close()
             raise EndpointError(f"cannot open endpoint: {exc} ({', '.join(all_endpoints(self.cfg))})") from None
 
-    def _monitor(self, sock: zmq.Socket[Any]) -> None:
-        if self.guard is not None and self.guard.auth is not None:
-            self.monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH))
+    def _monitor(self, sock: zmq.Socket[Any], kind: Kind, ep: str) -> None:
+        events = 0
+        if self.guard is not None and self.guard.auth is not None and kind != "connect":
+            events |= zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        if kind != "publish":
+            events |= zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+        if events:
+            self.monitors[sock.get_monitor_socket(events)] = (sock, kind, ep)
 
     def endpoints(self) -> dict[str, list[str]]:
         """Actual endpoints by kind (after binding port 0 or wildcards), for logs and tests."""
@@ -88,12 +97,29 @@ class Sockets:
             out.setdefault(kind, []).append(s.getsockopt_string(zmq.LAST_ENDPOINT))
         return out
 
-    def refused(self, monitor: zmq.Socket[Any]) -> list[str]:
-        """Read a monitor's pending events: the endpoints on which a peer's handshake was refused."""
+    def events(self, monitor: zmq.Socket[Any]) -> list[PeerEvent]:
+        """Read a monitor's pending events: refused handshakes and disconnected peers. A connecting
+        socket (SUB to a camera's PUB) whose peer libzmq dropped is connected again at once: after a
+        message above the size cap libzmq would not reconnect by itself, and the camera would be lost."""
+        sock, kind, configured = self.monitors[monitor]
         out = []
         while monitor.poll(0):
-            event = recv_monitor_message(monitor, zmq.NOBLOCK)
-            out.append(event["endpoint"].decode(errors="replace"))
+            ev = recv_monitor_message(monitor, zmq.NOBLOCK)
+            endpoint = ev["endpoint"].decode(errors="replace")
+            if ev["event"] == zmq.EVENT_ACCEPTED:
+                self._peers[ev["value"]] = _peer_address(ev["value"])
+                continue
+            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                out.append(PeerEvent("refused", kind, endpoint, self._peers.get(ev["value"], "?")))
+                continue
+            peer = configured if kind == "connect" else self._peers.pop(ev["value"], "?")
+            if kind == "connect":
+                try:
+                    sock.disconnect(configured)
+                    sock.connect(configured)
+                except zmq.ZMQError:
+                    pass  # not connected any more (a reload) or closing: nothing to re-establish
+            out.append(PeerEvent("disconnected", kind, endpoint, peer))
         return out
 
     @staticmethod
@@ -119,6 +145,26 @@ class Sockets:
             self.pub.close(linger=500)
         for m in self.monitors:
             m.close(linger=0)
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    what: Literal["refused", "disconnected"]
+    kind: Kind
+    endpoint: str  # the local endpoint (bound sockets) or the endpoint connected to
+    peer: str  # the peer's address when known, else "?"
+
+
+def _peer_address(fd: int) -> str:
+    """The remote address of a just-accepted connection (it may already be closed: "?")."""
+    try:
+        with socket.socket(fileno=os.dup(fd)) as s:
+            addr = s.getpeername()
+    except OSError:
+        return "?"
+    if isinstance(addr, tuple):
+        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+    return str(addr) or "?"
 
 
 def split_envelope(parts: list[Any]) -> tuple[list[Any], list[Any]]:

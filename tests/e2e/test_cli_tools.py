@@ -89,7 +89,7 @@ def test_ready_line_says_where_to_send_frames(start_agent: Any) -> None:
         f"Ready. Send frames to {agent.listen} (imagezmq REQ/REP) or {agent.pull} (native PUSH);",
         f"results: {agent.results} (SUB",
         f"metrics: {agent.metrics_url}",
-        "model: built-in (synthetic weights), 224x224 BGR frames",
+        "model: built-in (synthetic weights), 224x224; frames of any size resized in the graph",
         "SLA: p99 within 30 ms (adaptive)",  # adaptation is the default
     ):
         assert part in text, (part, text)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import simplejpeg
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from edgeagent.publisher import Publisher
 from tests.helpers import Result, accounting_holds, free_port, poll_result, recv_result, subscriber, wait_until
@@ -123,7 +122,7 @@ BAD_MESSAGES: list[tuple[str, list[bytes]]] = [
     ("json", [b"\xff\xfe", IMG.tobytes()]),
     ("keys", [b'{"dtype": "uint8", "shape": [224, 224, 3]}', IMG.tobytes()]),
     ("dtype", [b'{"msg": "bad", "dtype": "float32", "shape": [224, 224, 3]}', IMG.tobytes() * 4]),
-    ("shape", [b'{"msg": "bad", "dtype": "uint8", "shape": [100, 100, 3]}', bytes(30000)]),
+    ("shape", [b'{"msg": "bad", "dtype": "uint8", "shape": [100, 100, 5]}', bytes(50000)]),
     ("size", [b'{"msg": "bad", "dtype": "uint8", "shape": [224, 224, 3]}', IMG.tobytes()[:-7]]),
     ("oversize", [b'{"msg": "bad", "dtype": "uint8", "shape": [90000, 90000, 3]}', b"x"]),
     ("jpeg", [b'{"msg": "bad"}', b"\xff\xd8\xff garbage"]),
@@ -191,25 +190,3 @@ def test_replies_go_back_through_the_router_the_request_came_in_on(start_agent: 
         with Publisher(endpoint, source="two-routers", mode="req", timeout_s=10) as p:
             reply = p.send(IMG)
         assert isinstance(reply, dict) and reply["status"] == "ok", endpoint
-
-
-def test_a_message_beyond_maxmsgsize_never_reaches_the_agent(start_agent: Any) -> None:
-    agent = start_agent()
-    ctx = zmq.Context.instance()
-    big = ctx.socket(zmq.PUSH)
-    big.setsockopt(zmq.LINGER, 0)
-    monitor = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-    big.connect(agent.pull)
-    # 9x a 224x224 frame: libzmq (ZMQ_MAXMSGSIZE = 8 x frame + header) drops the peer, not the agent.
-    big.send_multipart([b'{"msg": "huge", "dtype": "uint8", "shape": [672, 672, 3]}', bytes(672 * 672 * 3)])
-    # Wait for that drop (the agent has read the size and refused the message) rather than a fixed
-    # time: checking before the message even arrived would pass for a broken agent too.
-    assert monitor.poll(30_000), "the agent kept the connection that sent an oversized message"
-    assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
-    big.disable_monitor()
-    monitor.close()
-    big.close()
-    with Publisher(agent.listen, source="after", mode="req", timeout_s=10) as p:
-        assert p.send(IMG)["status"] == "ok"  # type: ignore[index]
-    frames = agent.frames()
-    assert not any(s == "huge" for s, _o, _r in frames) and agent.proc.poll() is None

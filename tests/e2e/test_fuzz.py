@@ -44,7 +44,7 @@ def hostile(rng: random.Random) -> tuple[str, list[bytes]]:
         dt = rng.choice(["float32", "int16", "uint16", "float64", "<u1x", "object", "bool"])
         return "dtype", [json.dumps({**raw_hdr, "dtype": dt}).encode(), GOOD]
     if kind == 5:
-        shape = rng.choice([[224, 224], [224, 224, 4], [224, 224, 3, 1], [100, 100, 3], [224, 223, 3]])
+        shape = rng.choice([[224, 224, 2], [224, 224, 5], [224, 224, 3, 1], [224], [0, 224, 3], [20000, 2, 3]])
         return "shape", [json.dumps({**raw_hdr, "shape": shape}).encode(), GOOD]
     if kind == 6:
         big = [rng.randrange(10**5, 10**9), rng.randrange(10**5, 10**9), 3]
@@ -73,7 +73,8 @@ def hostile(rng: random.Random) -> tuple[str, list[bytes]]:
         return "keys", [json.dumps(bad).encode(), GOOD]
     if kind == 12:
         return "json", [rng.choice([b"null", b"42", b'"str"', b"[1,2]", b"{", b"{}}"]), GOOD]
-    return "shape", [
+    # Any frame size is accepted: a valid shape whose payload does not match it is "size".
+    return "size", [
         json.dumps({**raw_hdr, "shape": [rng.randrange(1, 50), rng.randrange(1, 50), 3]}).encode(),
         rng.randbytes(16),
     ]

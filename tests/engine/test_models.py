@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 from pathlib import Path
 
@@ -12,10 +13,19 @@ import pytest
 import zmq
 
 from edgeagent.config import ModelConfig
-from edgeagent.engine import LEVEL0, Completion, CpuPlan, Engine
+from edgeagent.engine import LEVEL0, Compiled, Completion, CpuPlan, Engine, size_name
 from edgeagent.errors import ModelError
-from edgeagent.models import build_builtin_model, builtin_model_path, numpy_preprocess, read_model
-from edgeagent.wire import FrameLimits, encode_native, parse_frame
+from edgeagent.models import (
+    DYNAMIC,
+    build_builtin_model,
+    builtin_model_path,
+    geometry,
+    letterbox_size,
+    numpy_preprocess,
+    read_model,
+    to_bgr,
+)
+from edgeagent.wire import Frame, FrameLimits, encode_native, parse_frame
 from tests.helpers import ppocr_det_path
 
 
@@ -36,7 +46,7 @@ def run_engine(engine: Engine, image: np.ndarray) -> tuple[list[np.ndarray], int
     b.connect("inproc://models-test")
     a.send_multipart(encode_native("t", 0, image))
     parts = b.recv_multipart(copy=False)
-    frame = parse_frame(parts, FrameLimits(image.shape[:2]), 0)
+    frame = parse_frame(parts, FrameLimits(), 0)
     engine.submit([frame])
     assert ev.wait(60)
     pointer = engine.input_pointer(done[0])
@@ -126,6 +136,87 @@ def test_resize_in_graph_for_other_frame_sizes(cache_dir: Path) -> None:
     engine_small = Engine(ModelConfig(cache_dir=str(cache_dir), precision="f32"), CpuPlan.make(None))
     out_small, _ = run_engine(engine_small, np.full((224, 224, 3), 77, np.uint8))
     np.testing.assert_allclose(out_big[0], out_small[0], rtol=1e-4, atol=1e-6)
+
+
+DONE: queue.Queue[int] = queue.Queue()
+
+
+def activate(engine: Engine, compiled: Compiled) -> None:
+    engine.activate(compiled, DONE.put)
+
+
+def infer_frames(engine: Engine, frames: list[Frame]) -> list[np.ndarray]:
+    """Each frame as its own job on the running model (activated with :func:`activate`); its first output."""
+    outs = []
+    for frame in frames:
+        engine.submit([frame])
+        c = engine.complete(DONE.get(timeout=60))
+        assert c.error is None, c.error
+        outs.append(c.outputs[0][0])
+    return outs
+
+
+def frame_of(image: np.ndarray, pix: str) -> Frame:
+    return Frame("cam", 0, image if image.ndim == 3 else image[..., None], 0, None, "native", "raw", pix=pix)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_any_frame_size_and_pixel_format_matches_numpy_on_both_graphs(cache_dir: Path, resize: str) -> None:
+    """A 1280x720 frame (BGR, gray, RGBX) gives what plain OpenVINO gives on the frame converted, resized
+    (or letterboxed) with numpy: first on the any-size graph, then on its own static graph. Both sides
+    run f32; the graphs interpolate with the same bilinear half-pixel rule as the numpy reference, so
+    differences are float summation order only (~1e-6 on these softmax outputs)."""
+    cfg = ModelConfig(cache_dir=str(cache_dir), precision="f32", resize=resize)
+    engine = Engine(cfg, CpuPlan.make(None))
+    compiled = engine.compile(LEVEL0)
+    assert set(compiled.sizes) == {(224, 224, "bgr"), DYNAMIC}
+    activate(engine, compiled)
+    rng = np.random.default_rng(7)
+    bgr = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    frames = {
+        "bgr": frame_of(bgr, "bgr"),
+        "gray": frame_of(np.ascontiguousarray(bgr[..., 1]), "gray"),
+        "rgbx": frame_of(np.ascontiguousarray(np.dstack([bgr[..., ::-1], np.full((720, 1280), 9, np.uint8)])), "rgbx"),
+    }
+    core = ov.Core()
+    model, _ = read_model(core, cfg)
+    plain = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for pix, frame in frames.items():
+        ref = plain(numpy_preprocess(to_bgr(frame.image, pix), compiled.info))[0]
+        assert not engine.has_size(frame.key)
+        (on_any_size,) = infer_frames(engine, [frame])
+        graph = engine.compile_size(compiled, frame.key, cfg)
+        assert engine.add_size(compiled.uid, frame.key, graph, max_sizes=8) == []
+        assert engine.has_size(frame.key)
+        (on_own,) = infer_frames(engine, [frame])
+        for out in (on_any_size, on_own):
+            np.testing.assert_allclose(out, ref, rtol=1e-3, atol=2e-6, err_msg=f"{pix} {resize}")
+            assert out.argmax() == ref.argmax()
+    if resize == "letterbox":
+        assert letterbox_size(720, 1280, 224, 224) == (126, 224, 49, 0)
+        g = geometry((720, 1280), compiled.info)
+        x, y = g.to_frame(np.array([0.0, 224.0]), np.array([49.0, 175.0]))
+        np.testing.assert_allclose([x, y], [[0, 1280], [0, 720]], atol=1e-6)
+
+
+def test_sizes_beyond_max_sizes_evict_the_least_recently_used(cache_dir: Path) -> None:
+    cfg = ModelConfig(cache_dir=str(cache_dir))
+    engine = Engine(cfg, CpuPlan.make(None))
+    compiled = engine.compile(LEVEL0)
+    activate(engine, compiled)
+    keys = [(48, 64, "bgr"), (60, 80, "gray"), (90, 120, "bgr")]
+    graphs = {k: engine.compile_size(compiled, k, cfg) for k in keys}
+    assert engine.add_size(compiled.uid, keys[0], graphs[keys[0]], max_sizes=2) == []
+    assert engine.add_size(compiled.uid, keys[1], graphs[keys[1]], max_sizes=2) == []
+    infer_frames(engine, [frame_of(np.zeros((48, 64, 3), np.uint8), "bgr")])  # keys[0] used last
+    # The start-up size (224x224) is kept, so a third size evicts the least recently used other one.
+    assert engine.add_size(compiled.uid, keys[2], graphs[keys[2]], max_sizes=2) == [keys[1]]
+    assert [size_name(k) for k in engine.size_keys()][-2:] == ["64x48/bgr", "120x90/bgr"]
+    assert engine.has_size((224, 224, "bgr")) and not engine.has_size(keys[1])
+    assert engine.add_size(compiled.uid + 1000, keys[1], graphs[keys[1]], max_sizes=2) is None  # another compile
+    # A frame whose graph was evicted still runs, on the any-size graph.
+    (out,) = infer_frames(engine, [frame_of(np.zeros((60, 80), np.uint8), "gray")])
+    assert out.shape == (1, 1000)
 
 
 def test_model_errors_are_clear(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ class FakeCompiled:
     level: ExecLevel
     info: ModelInfo = field(default_factory=info)
     streams: int = 1
+    sizes: dict[Any, Any] = field(default_factory=dict)
+    uid: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {"streams": self.streams, "requests": self.level.requests, "batch": self.level.batch}
@@ -102,6 +104,12 @@ class FakeEngine:
     def failed_jobs(self) -> list[Completion]:
         return []
 
+    def has_size(self, key: tuple[int, int, str]) -> bool:
+        return True  # one graph for every size: size graphs are tested with the real engine
+
+    def size_keys(self) -> tuple[tuple[int, int, str], ...]:
+        return ()
+
 
 class Harness:
     """An IOLoop on its own thread, fed over inproc:// PUSH and REQ/DEALER sockets, results on a SUB."""
@@ -130,7 +138,7 @@ class Harness:
             level,
             self.accounting,
             self.controller,
-            lambda lv, model: self.switch_requests.append((lv, model)),
+            lambda lv, model, _sizes: self.switch_requests.append((lv, model)),
         )
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")

@@ -1,4 +1,4 @@
-"""The I/O loop in-process: batches, the batch-forming wait, expired and reconfigured drops, and the
+"""The I/O loop in-process: batches (one frame size per batch), the batch-forming wait, expired drops, reloads, and the
 level-change protocol (request → queue → drain → swap → confirm), event by event with a fake engine."""
 
 from __future__ import annotations
@@ -142,29 +142,45 @@ def test_a_failed_compile_clears_the_request_and_the_level_stays(harness: Callab
     assert h.switch_requests == [(1, None)]  # level 1 is backed off: not asked for again at once
 
 
-def test_a_reload_to_another_frame_size_drops_waiting_frames_as_reconfigured(
-    harness: Callable[..., Harness],
-) -> None:
+def test_a_reload_to_a_model_of_another_size_still_serves_waiting_frames(harness: Callable[..., Harness]) -> None:
     h = harness(level=0)
     h.send("a", 0, image(1))
     h.wait("the first job", lambda: len(h.engine.started) == 1)
     d = h.dealer()
-    d.send_multipart([b"", *encode_native("b", 0, image(2))])  # waits: the only request is busy
+    d.send_multipart([b"", *encode_native("b", 0, image(2, hw=(10, 12)))])  # waits: the only request is busy
     h.wait("b waiting", lambda: h.counts("b")["received"] == 1)
-    h.loop.post(swap_to(0, hw=(10, 12)))  # a reloaded model that takes 12x10 frames
+    h.loop.post(swap_to(0, hw=(10, 12)))  # a reloaded model with another input size
+    h.engine.finish()
+    h.wait("b started on the new model", lambda: len(h.engine.started) == 2 and len(h.engine.activations) == 2)
     h.engine.finish()
     assert d.poll(10_000)
     reply = json.loads(d.recv_multipart()[-1])
-    assert (reply["status"], reply["reason"]) == ("dropped", "reconfigured")
-    # The new size is accepted on the same socket, the old one is refused with a named reason.
-    h.send("a", 1, image(3, hw=(10, 12)))
-    h.wait("the new size started", lambda: len(h.engine.started) == 2)
-    d.send_multipart([b"", *encode_native("b", 1, image(2))])
-    assert d.poll(10_000)
-    assert json.loads(d.recv_multipart()[-1])["reason"] == "shape"
-    h.engine.finish()
-    assert [r["seq"] for r in h.collect(2)] == [0, 1]
+    assert (reply["source"], reply["seq"]) == ("b", 0) and "reason" not in reply
+    assert [r["seq"] for r in h.collect(2)] == [0, 0]
     d.close()
+
+
+def test_frames_of_different_sizes_or_pixel_formats_never_share_a_batch(harness: Callable[..., Harness]) -> None:
+    h = harness(level=4, batch_wait_ms=0.0)  # batch 4, no batch-forming wait
+    h.send("a", 0, image(1))  # starts alone: the engine is idle
+    h.wait("the first job", lambda: len(h.engine.started) == 1)
+    small, big, gray = image(2), image(3, hw=(12, 16)), np.full((8, 8), 4, np.uint8)
+    for name, img in (("b", small), ("c", big), ("d", small), ("e", gray), ("f", big)):
+        h.send(name, 0, img)
+    h.wait("all waiting or started", lambda: sum(h.counts(n)["received"] for n in "bcdef") == 5)
+    deadline = time.monotonic() + 30
+    while len(h.results) < 6:  # finish whatever runs until every frame has its result
+        assert time.monotonic() < deadline, f"{len(h.results)} of 6 results"
+        h.engine.finish(3)
+        try:
+            h.collect(len(h.results) + 1, timeout_s=0.2)
+        except AssertionError:
+            pass
+    for job in h.engine.started:
+        assert len({f.key for f in job}) == 1, [f.key for f in job]
+    assert sorted(f.source for job in h.engine.started for f in job) == list("abcdef")
+    means = {r["source"]: r["output0"].ravel()[0] for r in h.results}
+    assert means == {"a": 1.0, "b": 2.0, "c": 3.0, "d": 2.0, "e": 4.0, "f": 3.0}
 
 
 def test_every_frame_is_accounted_for_under_a_flood_at_a_batch_level(harness: Callable[..., Harness]) -> None:

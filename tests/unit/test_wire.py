@@ -1,4 +1,5 @@
-"""parse_frame: both wire formats accepted, every bad input rejected with its named reason."""
+"""parse_frame: both wire formats, any frame size and every pixel format accepted; every bad input
+rejected with its named reason and a detail that says what was received and what is accepted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import zmq
 from edgeagent.errors import BadFrame
 from edgeagent.wire import REJECT_REASONS, FrameLimits, encode_imagezmq, encode_native, parse_frame
 
-LIMITS = FrameLimits((48, 64), max_header_bytes=512)
+LIMITS = FrameLimits(max_payload_bytes=48 * 64 * 3 * 4, max_header_bytes=512)
 IMG = np.arange(48 * 64 * 3, dtype=np.uint32).astype(np.uint8).reshape(48, 64, 3)
 
 
@@ -81,13 +82,16 @@ GOOD = IMG.tobytes()
         ([hdr(msg=7, dtype="uint8", shape=[48, 64, 3]), GOOD], "keys"),
         ([hdr(msg="c", dtype="float32", shape=[48, 64, 3]), GOOD * 4], "dtype"),
         ([hdr(msg="c", dtype="uint8", shape="48,64,3"), GOOD], "keys"),
-        ([hdr(msg="c", dtype="uint8", shape=[48, 64]), GOOD], "shape"),
-        ([hdr(msg="c", dtype="uint8", shape=[64, 48, 3]), GOOD], "shape"),
+        ([hdr(msg="c", dtype="uint8", shape=[48, 64, 2]), GOOD], "shape"),
+        ([hdr(msg="c", dtype="uint8", shape=[48, 64, 3, 1]), GOOD], "shape"),
+        ([hdr(msg="c", dtype="uint8", shape=[48]), GOOD], "shape"),
+        ([hdr(msg="c", dtype="uint8", shape=[0, 64, 3]), b""], "shape"),
+        ([hdr(msg="c", dtype="uint8", shape=[48, 64]), GOOD], "size"),
         ([hdr(msg="c", dtype="uint8", shape=[48, 64, 3]), GOOD[:-1]], "size"),
         ([hdr(msg="c", dtype="uint8", shape=[48, 64, 3]), GOOD + b"\0"], "size"),
         ([hdr(msg="c", dtype="uint8", shape=[100000, 100000, 3]), GOOD], "oversize"),
         ([hdr(msg="c"), b"\xff\xd8 not a jpeg"], "jpeg"),
-        ([hdr(msg="c"), b"x" * (48 * 64 * 3 + 1)], "oversize"),
+        ([hdr(msg="c", dtype="uint8", shape=[96, 128, 4]), GOOD], "oversize"),
         ([hdr(v=2, source="c", seq=0), GOOD], "keys"),
         ([hdr(v=1, source="c", seq=-1, dtype="uint8", shape=[48, 64, 3]), GOOD], "keys"),
         ([hdr(v=1, source="c", seq=0, encoding="png"), GOOD], "keys"),
@@ -100,14 +104,42 @@ def test_rejections_name_the_reason(parts: list[bytes], reason: str) -> None:
     assert reject(parts).reason == reason
 
 
-def test_jpeg_of_the_wrong_size_is_rejected_before_decoding() -> None:
-    big = simplejpeg.encode_jpeg(np.zeros((96, 128, 3), np.uint8), colorspace="BGR")
+def test_a_jpeg_bigger_than_the_cap_once_decoded_is_rejected_before_decoding() -> None:
+    big = simplejpeg.encode_jpeg(np.zeros((256, 256, 3), np.uint8), colorspace="BGR")
     err = reject([hdr(msg="c"), big])
-    assert err.reason == "shape" and "128x96" in err.detail and err.source == "c"
+    assert err.reason == "oversize" and "256x256" in err.detail and err.source == "c"
 
 
-def test_any_size_limits() -> None:
-    limits = FrameLimits(None, max_side=100)
+@pytest.mark.parametrize(
+    ("shape", "pix"),
+    [([30, 40], "gray"), ([30, 40, 1], "gray"), ([30, 40, 3], "bgr"), ([30, 40, 4], "bgrx"), ([7, 1000, 3], "bgr")],
+)
+def test_every_size_and_pixel_format_is_accepted(shape: list[int], pix: str) -> None:
+    data = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    f = parse_frame(as_bytes(encode_imagezmq("cam", data)), LIMITS, 0)
+    channels = shape[2] if len(shape) == 3 else 1
+    assert f.image.shape == (shape[0], shape[1], channels) and f.pix == pix
+    assert f.key == (shape[0], shape[1], pix)
+    assert np.array_equal(f.image.reshape(data.shape), data)
+
+
+def test_a_gray_jpeg_decodes_to_one_channel() -> None:
+    gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))[..., None]
+    jpg = simplejpeg.encode_jpeg(gray, colorspace="GRAY")
+    f = parse_frame([hdr(msg="nir"), jpg], LIMITS, 0)
+    assert (f.pix, f.image.shape) == ("gray", (48, 64, 1))
+    assert np.abs(f.image.astype(int) - gray.astype(int)).mean() < 4
+
+
+def test_rejections_say_what_was_received_and_what_is_accepted() -> None:
+    err = reject([hdr(msg="c", dtype="float32", shape=[48, 64, 3]), GOOD * 4])
+    assert "'float32'" in err.detail and "[48, 64, 3]" in err.detail and "HxWx3" in err.detail
+    err = reject([hdr(msg="c", dtype="uint8", shape=[48, 64, 2]), GOOD])
+    assert "[48, 64, 2]" in err.detail and "gray" in err.detail and "JPEG" in err.detail
+
+
+def test_sides_are_bounded() -> None:
+    limits = FrameLimits(max_side=100)
     f = parse_frame([hdr(msg="c", dtype="uint8", shape=[10, 20, 3]), bytes(600)], limits, 0)
     assert f.image.shape == (10, 20, 3)
     assert reject([hdr(msg="c", dtype="uint8", shape=[10, 200, 3]), bytes(6000)], limits).reason == "shape"
