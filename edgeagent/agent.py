@@ -31,8 +31,9 @@ from edgeagent import config as config_mod
 from edgeagent.accounting import Accounting
 from edgeagent.config import Config, ModelConfig
 from edgeagent.control import Controller, HostInterference
+from edgeagent.detect import FAMILIES, check_outputs, read_labels
 from edgeagent.engine import CpuPlan, Engine
-from edgeagent.errors import EdgeAgentError
+from edgeagent.errors import ConfigError, EdgeAgentError
 from edgeagent.io.loop import IOLoop, NewSLA, ReloadModel
 from edgeagent.io.sockets import Sockets
 from edgeagent.logs import q
@@ -89,6 +90,7 @@ class Agent:
         self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post)
         compiled = self.switcher.compile(level)
         info = compiled.info
+        _check_results(cfg, info)
         log.info(
             "event=model_ready path=%s name=%s input=%s model_shape=%s frame=%dx%d resize=%s rgb=%s mean=%s "
             "scale=%s outputs=%s compile_s=%.3f cache=%s",
@@ -302,6 +304,7 @@ class Agent:
             "sizes": list(view.sizes),
             "size_compiles": view.size_compiles,
             "any_size_frames": view.any_size_frames,
+            "frigate_handshakes": view.frigate_handshakes,
             "source_idle_s": self.accounting.idle_s(time.monotonic_ns()),
             "interference": cv.interference,
         }
@@ -318,6 +321,7 @@ def _ready_line(eps: dict[str, list[str]], metrics: tuple[str, int] | None, cfg:
     send += [f"{ep} (native PUSH)" for ep in eps.get("pull", [])]
     parts = [f"send frames to {' or '.join(send)}"] if send else []
     parts += [f"frames from {ep} (SUB)" for ep in eps.get("connect", [])]
+    parts += [f"Frigate detector requests on {ep} (type: zmq)" for ep in eps.get("frigate", [])]
     results = eps.get("publish")
     parts.append(f"results: {results[0]} (SUB, topic = source)" if results else "results: not published")
     parts.append(f"metrics: http://{metrics[0]}:{metrics[1]}/metrics" if metrics else "metrics: off")
@@ -327,6 +331,19 @@ def _ready_line(eps: dict[str, list[str]], metrics: tuple[str, int] | None, cfg:
     parts.append(f"SLA: p99 within {cfg.sla.p99_ms:g} ms ({'adaptive' if cfg.sla.adaptive else 'fixed level'})")
     text = "; ".join(parts)
     return f"Ready. {text[0].upper()}{text[1:]}."
+
+
+def _check_results(cfg: Config, info: ModelInfo) -> None:
+    """Post-processing that cannot work with this model is a configuration error, said at start."""
+    rc = cfg.results
+    if rc.postprocess in FAMILIES:
+        why = check_outputs(rc.postprocess, info.outputs)
+        if why is not None:
+            raise ConfigError(f"{why} ({info.path})")
+    elif cfg.frigate.endpoints:
+        raise ConfigError("--frigate needs detections: add --postprocess yolo or --postprocess ssd")
+    if rc.labels:
+        read_labels(rc.labels)
 
 
 def _cpus(cpus: tuple[int, ...]) -> str:

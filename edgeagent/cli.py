@@ -103,7 +103,32 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
         {"type": float, "metavar": "MS", "help": "drop older frames when their turn comes; 0: off"},
     ),
     ("--results", "results.publish", {"metavar": "ENDPOINT", "help": "PUB for results, topic = source; '': off"}),
-    ("--postprocess", "results.postprocess", {"choices": ["none", "topk"], "help": "topk: a classifier's best"}),
+    (
+        "--postprocess",
+        "results.postprocess",
+        {"choices": ["none", "topk", "yolo", "ssd"], "help": "topk: a classifier's best; yolo, ssd: detections"},
+    ),
+    (
+        "--score-threshold",
+        "results.score_threshold",
+        {"type": float, "metavar": "S", "help": "detections: lowest score kept"},
+    ),
+    (
+        "--iou-threshold",
+        "results.iou_threshold",
+        {"type": float, "metavar": "IOU", "help": "detections: class-wise NMS overlap"},
+    ),
+    ("--max-detections", "results.max_detections", {"type": int, "metavar": "N", "help": "detections per frame"}),
+    (
+        "--labels",
+        "results.labels",
+        {"metavar": "FILE", "help": "one label per line, index = class id (default: none)"},
+    ),
+    (
+        "--frigate",
+        "frigate.endpoints",
+        {"action": "append", "metavar": "ENDPOINT", "help": "serve Frigate's ZMQ detector here; repeatable"},
+    ),
     ("--topk", "results.topk", {"type": int, "metavar": "K", "help": "classes with --postprocess topk"}),
     ("--cpus", "engine.cpus", {"metavar": "LIST", "help": "CPU set, e.g. 1,2,3 (default: all the process may use)"}),
     ("--level", "engine.level", {"type": int, "metavar": "N", "help": "start level; 0 = LATENCY"}),
@@ -149,7 +174,8 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
 RUN_GROUPS: dict[str, tuple[str, str | None]] = {
     "model": ("model", "the network and its pre-processing (inside the compiled graph)"),
     "ingest": ("ingest", "where frames come in"),
-    "results": ("results", "where results go"),
+    "results": ("results", "where results go, and what they hold"),
+    "frigate": ("Frigate", "Frigate NVR's ZMQ detector protocol (the rest: [frigate] in the config)"),
     "sla": ("SLA", "the latency target and the adaptive controller (all its knobs: [sla] in the config)"),
     "engine": ("engine", "CPUs and execution level"),
     "metrics": ("metrics", None),
@@ -299,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--rounds", type=int, default=10)
     lat.add_argument("--per-round", type=int, default=50)
     lat.add_argument("--json", type=Path, help="write results as JSON here")
+    from edgeagent.bench.detect import add_parser as add_detect
     from edgeagent.bench.dispatch import add_parser as add_dispatch
     from edgeagent.bench.sizes import add_parser as add_sizes
     from edgeagent.bench.sla import add_parser as add_sla
@@ -306,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sla(bsub)
     add_sizes(bsub)
+    add_detect(bsub)
     add_soak(bsub)
     add_dispatch(bsub)
     return p
@@ -367,6 +395,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.bench.soak import main as bench_soak
 
         return bench_soak(args)
+    if args.command == "bench" and args.bench_command == "detect":
+        from edgeagent.bench.detect import main as bench_detect
+
+        return bench_detect(args)
     if args.command == "bench" and args.bench_command == "sizes":
         from edgeagent.bench.sizes import main as bench_sizes
 

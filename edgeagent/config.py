@@ -114,15 +114,50 @@ class IngestConfig:
 @dataclass(frozen=True)
 class ResultsConfig:
     publish: str = "tcp://127.0.0.1:5556"  # PUB endpoint; "" disables publishing
-    postprocess: Literal["none", "topk"] = "none"
+    # "topk": a classifier's best classes; "yolo" / "ssd": detections (boxes in the frame's pixels)
+    postprocess: Literal["none", "topk", "yolo", "ssd"] = "none"
     topk: int = 5
     send_outputs: bool = True  # attach raw output tensors as extra message parts
+    score_threshold: float = 0.25  # detections: lowest score kept
+    iou_threshold: float = 0.45  # detections: class-wise NMS overlap
+    max_detections: int = 100
+    labels: str | None = None  # a file, one label per line (index = class id)
 
     def __post_init__(self) -> None:
+        if not 0 <= self.score_threshold <= 1:
+            raise InvalidSetting("score_threshold", self.score_threshold, "a number in 0 .. 1")
+        if not 0 < self.iou_threshold <= 1:
+            raise InvalidSetting("iou_threshold", self.iou_threshold, "a number in (0, 1]")
+        if not 1 <= self.max_detections <= 10000:
+            raise InvalidSetting("max_detections", self.max_detections, "an integer in 1 .. 10000")
         if self.publish and "://" not in self.publish:
             raise InvalidSetting("publish", self.publish, "a ZeroMQ endpoint or an empty string")
         if not 1 <= self.topk <= 1000:
             raise InvalidSetting("topk", self.topk, "1 .. 1000")
+
+
+@dataclass(frozen=True)
+class FrigateConfig:
+    """``[frigate]``: Frigate NVR's ZMQ detector protocol (Frigate >= 0.17, ``detectors: {x: {type: zmq}}``)."""
+
+    endpoints: tuple[str, ...] = ()  # ROUTERs bound for Frigate's REQ sockets, e.g. tcp://*:5555
+    request_timeout_ms: float = 200.0  # Frigate's request_timeout_ms: older requests are dropped as late
+    pixel_format: Literal["rgb", "bgr"] = "rgb"  # Frigate's model.input_pixel_format
+    float_range: Literal["0-1", "0-255"] = "0-1"  # float32 tensors: their value range
+    accept_models: bool = False  # save and load a model Frigate pushes when it is not available here
+    max_model_bytes: int = 200 << 20
+    model_dir: str | None = None  # where pushed models go; unset: $STATE_DIRECTORY or ~/.local/state/edgeagent
+
+    def __post_init__(self) -> None:
+        for ep in self.endpoints:
+            if "://" not in ep:
+                raise InvalidSetting(
+                    "endpoints", ep, "a ZeroMQ endpoint such as tcp://*:5555 or ipc:///tmp/cache/zmq_detector"
+                )
+        if not 1 <= self.request_timeout_ms <= 600_000:
+            raise InvalidSetting("request_timeout_ms", self.request_timeout_ms, "1 .. 600000")
+        if not 1024 <= self.max_model_bytes <= 2**31 - 1:
+            raise InvalidSetting("max_model_bytes", self.max_model_bytes, "1024 .. 2147483647")
 
 
 @dataclass(frozen=True)
@@ -182,8 +217,10 @@ class SecurityConfig:
 
     def __post_init__(self) -> None:
         for kind in self.curve_exempt:
-            if kind not in ("listen", "pull", "publish"):
-                raise InvalidSetting("curve_exempt", self.curve_exempt, "socket kinds among listen, pull, publish")
+            if kind not in ("listen", "pull", "publish", "frigate"):
+                raise InvalidSetting(
+                    "curve_exempt", self.curve_exempt, "socket kinds among listen, pull, publish, frigate"
+                )
         if self.curve_allow_dir and not self.curve_secret_key:
             raise InvalidSetting("curve_allow_dir", self.curve_allow_dir, "curve_secret_key to be set as well")
 
@@ -215,6 +252,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     results: ResultsConfig = field(default_factory=ResultsConfig)
+    frigate: FrigateConfig = field(default_factory=FrigateConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     sla: SLAConfig = field(default_factory=SLAConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -396,9 +434,23 @@ source_idle_s = 60.0                      # a silent source frees its place afte
 
 [results]
 publish = "tcp://127.0.0.1:5556"          # PUB, topic = source name; "" disables
-postprocess = "none"                      # "topk" adds the top-k classes of a classifier
+postprocess = "none"                      # "topk": a classifier's best; "yolo" / "ssd": detections
 topk = 5
 send_outputs = true
+score_threshold = 0.25                    # detections: lowest score kept
+iou_threshold = 0.45                      # detections: class-wise NMS overlap
+max_detections = 100
+# labels = "/etc/edgeagent/coco.txt"      # one label per line (index = class id)
+
+[frigate]
+# Frigate NVR (>= 0.17) ZMQ detector: detectors: {ov: {type: zmq, endpoint: tcp://AGENT:5560}}
+endpoints = []                            # e.g. ["tcp://*:5560"]; needs results.postprocess yolo or ssd
+request_timeout_ms = 200.0                # Frigate's request_timeout_ms: older requests are dropped (late)
+pixel_format = "rgb"                      # Frigate's model.input_pixel_format
+float_range = "0-1"                       # float32 tensors from Frigate: "0-1" or "0-255"
+accept_models = false                     # save and load a model Frigate pushes
+max_model_bytes = 209715200
+# model_dir = "/var/lib/edgeagent/frigate-models"   # unset: $STATE_DIRECTORY or ~/.local/state/edgeagent
 
 [engine]
 # cpus = [1, 2, 3]                        # unset: every CPU the process may use
@@ -430,7 +482,7 @@ listen = "127.0.0.1:9110"                 # Prometheus endpoint; "" disables
 [security]
 # curve_secret_key = "/etc/edgeagent/keys/server.key_secret"   # enables CURVE on bound sockets
 # curve_allow_dir = "/etc/edgeagent/keys/clients"              # allowed client public certs (*.key)
-curve_exempt = []                         # kinds kept plain: "listen" for imagezmq senders
+curve_exempt = []                         # kinds kept plain: "listen" for imagezmq senders, "frigate"
 allow_ips = []                            # plain peers allowed, e.g. ["10.0.0.21", "10.0.0.22"]
 
 # Per-camera service when the agent cannot serve every frame: higher priority first, then shares

@@ -118,6 +118,11 @@ class _StateCollector(Collector):
             "Frames served by the any-size graph while their size's own graph was compiling (or evicted)",
             value=st["any_size_frames"],
         )
+        yield CounterMetricFamily(
+            "edgeagent_frigate_handshakes",
+            "Frigate detector handshakes answered (Frigate handshakes on start and after each timeout)",
+            value=st["frigate_handshakes"],
+        )
         idle = GaugeMetricFamily(
             "edgeagent_source_idle_seconds",
             "Seconds since each live source last sent (a source silent for ingest.source_idle_s is expired: its "

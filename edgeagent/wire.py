@@ -90,12 +90,18 @@ class Frame:
     image: np.ndarray
     rx_ns: int  # time.monotonic_ns() when the message was read off the socket
     sent_wall_ns: int | None  # publisher's wall clock, native protocol only
-    fmt: str  # "imagezmq" or "native"
+    fmt: str  # "imagezmq", "native" or "frigate" (the protocol: how it is answered)
     encoding: str  # "raw" or "jpeg"
     keepalive: Any = None
     envelope: list[Any] | None = None  # ROUTER routing frames for the reply; None: no reply owed
     reply_sock: Any = None  # the ROUTER socket the request came in on (owned by the I/O thread)
     pix: str = "bgr"  # one of PIXEL_FORMATS
+    slot_key: str | None = None  # the slot it waits in when not its source's (one per Frigate socket)
+    timeout_ns: int = 0  # older than this when its turn comes: dropped as late (the sender gave up); 0: none
+
+    @property
+    def slot(self) -> str:
+        return self.slot_key or self.source
 
     @property
     def key(self) -> tuple[int, int, str]:

@@ -13,6 +13,8 @@ pip_quiet install -e '.[test]'
 # A real pretrained model for the numerical tests: PP-OCRv4 det ships inside rapidocr-openvino.
 # --no-deps: we only need its ONNX files, not its pinned old OpenVINO or OpenCV.
 pip_quiet install --no-deps rapidocr-openvino==1.4.4
+# A real trained YOLOv8n-format detector inside a PyPI wheel (the model file only: no onnxruntime/OpenCV).
+pip_quiet install --no-deps nudenet==3.4.2
 "$VENV/bin/ruff" check edgeagent tests
 "$VENV/bin/ruff" format --check edgeagent tests
 "$VENV/bin/mypy" edgeagent

@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 import zmq
 
+from edgeagent import frigate
 from edgeagent.accounting import OVERFLOW_SOURCE, Accounting
 from edgeagent.config import Config, ModelConfig, SLAConfig
 from edgeagent.control import Controller
+from edgeagent.detect import FAMILIES, Decoder, check_outputs, read_labels
 from edgeagent.engine import Compiled, Completion, Engine, size_name
 from edgeagent.errors import BadFrame
 from edgeagent.io.meter import WindowMeter
@@ -41,7 +43,7 @@ from edgeagent.io.results import Timing, encode_result
 from edgeagent.io.slots import JobTimer, Slots
 from edgeagent.io.sockets import Sockets, split_envelope
 from edgeagent.logs import RateLimiter, q
-from edgeagent.models import DYNAMIC, SizeKey
+from edgeagent.models import DYNAMIC, Geometry, ModelInfo, SizeKey, geometry
 from edgeagent.switcher import NewSize, Swap, SwitchFailed
 from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
 
@@ -65,7 +67,16 @@ class ReloadModel:
     model: ModelConfig
 
 
-Event = Swap | SwitchFailed | NewSize | NewSLA | ReloadModel
+@dataclass(frozen=True)
+class FrigateModelSaved:
+    """Inbox event: a model Frigate pushed was written to ``path`` (None: it could not be)."""
+
+    envelope: list[Any] | None
+    sock: Any
+    path: str | None
+
+
+Event = Swap | SwitchFailed | NewSize | NewSLA | ReloadModel | FrigateModelSaved
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,7 @@ class LoopView:
     sizes: tuple[str, ...] = ()  # frame sizes with a graph of their own ("1280x720/bgr")
     size_compiles: int = 0
     any_size_frames: int = 0  # frames served by the any-size graph while their own compiled
+    frigate_handshakes: int = 0
 
 
 class IOLoop:
@@ -123,7 +135,13 @@ class IOLoop:
         self._level = level
         self._epoch = 0
         self._exec_info: dict[str, Any] = {"level": level, **compiled.describe()}
-        self._output_names = [n for n, _t, _s in compiled.info.outputs]
+        self._output_names: list[str] = []
+        self._decoder: Decoder | None = None
+        self._geo: dict[tuple[int, int], Geometry] = {}
+        self._labels = read_labels(cfg.results.labels) if cfg.results.labels else None
+        self.frigate_cfg = cfg.frigate
+        self.model_cfg = cfg.model
+        self._set_model_info(compiled.info)
         self._seq: dict[str, int] = {}
         self._swap: Swap | None = None  # compiled and queued: no job starts until it is swapped in
         self._inbox: collections.deque[Event] = collections.deque()
@@ -204,7 +222,7 @@ class IOLoop:
                 self._handle_inbox()
                 for s, kind in self.sockets.ingest:
                     if s in events:
-                        self._read(s, kind == "listen")
+                        self._read(s, kind)
                 for m in self.sockets.monitors:
                     if m in events:
                         self._peer_events(m)
@@ -234,7 +252,8 @@ class IOLoop:
         return int(min(ms, 0.25 * self.sla.p99_ms) * 1e6)
 
     # ---- read
-    def _read(self, sock: zmq.Socket[Any], replies: bool, stopping: bool = False) -> None:
+    def _read(self, sock: zmq.Socket[Any], kind: str, stopping: bool = False) -> None:
+        frigate_kind = kind == "frigate"
         for _ in range(MAX_BURST):
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -242,15 +261,20 @@ class IOLoop:
                 return
             rx_ns = time.monotonic_ns()
             envelope: list[Any] | None = None
-            if replies:
+            if kind in ("listen", "frigate"):
                 parts, envelope = split_envelope(parts)
             try:
-                fresh_slot = self._accept(parts, envelope, sock, rx_ns, stopping)
+                if frigate_kind:
+                    fresh_slot = self._accept_frigate(parts, envelope, sock, rx_ns, stopping)
+                else:
+                    frame = parse_frame(parts, self.limits, rx_ns)
+                    fresh_slot = self._admit(frame, envelope, sock, stopping)
             except BadFrame as bad:
-                self._reject(bad, envelope, sock)
+                self._reject(bad, envelope, sock, frigate_kind)
             except Exception as exc:  # a bug: counted and answered, never the end of the thread
                 log.exception("event=ingest_failed")
-                self._reject(BadFrame("internal", f"{type(exc).__name__} while handling the message"), envelope, sock)
+                internal = BadFrame("internal", f"{type(exc).__name__} while handling the message")
+                self._reject(internal, envelope, sock, frigate_kind)
             else:
                 if fresh_slot and self.engine.idle:
                     self._dispatch()  # an idle request: start at once, before reading the next message
@@ -260,13 +284,10 @@ class IOLoop:
                 self._handle_completions()
                 self._dispatch()
 
-    def _accept(
-        self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int, stopping: bool
-    ) -> bool:
-        """One received message: parse (raises BadFrame), count, and put it in its source's slot.
-        True when it filled an empty slot (worth starting a job at once)."""
-        frame = parse_frame(parts, self.limits, rx_ns)
-        if frame.encoding == "raw" and frame.pix != "gray":
+    def _admit(self, frame: Frame, envelope: list[Any] | None, sock: zmq.Socket[Any], stopping: bool) -> bool:
+        """One parsed frame: count it and put it in its slot. True when it filled an empty slot (worth
+        starting a job at once)."""
+        if frame.encoding == "raw" and frame.pix in ("bgr", "bgrx") and frame.fmt != "frigate":
             src = self.sources_cfg.get(frame.source)
             if src is not None and src.pixel_format == "rgb":
                 frame.pix = "rgb" if frame.pix == "bgr" else "rgbx"
@@ -286,6 +307,67 @@ class IOLoop:
         if old is not None:
             self._drop(old, "stale")
         return old is None
+
+    def _accept_frigate(
+        self, parts: list[Any], envelope: list[Any] | None, sock: zmq.Socket[Any], rx_ns: int, stopping: bool
+    ) -> bool:
+        """One Frigate request (see :mod:`edgeagent.frigate`): a handshake or a model push is answered
+        here; an inference request becomes a frame of the source ``frigate``, one slot per socket."""
+        msg = frigate.parse(parts, self.frigate_cfg, self.limits, rx_ns)
+        if isinstance(msg, frigate.Handshake):
+            ours = os.path.basename(self.engine.active.info.path) if self.engine.active else ""
+            available = not self.frigate_cfg.accept_models or msg.model_name == ours
+            self.view = replace(self.view, frigate_handshakes=self.view.frigate_handshakes + 1)
+            if self.rate.allow(f"frigate:{msg.model_name}") is not None:
+                log.info(
+                    "event=frigate_handshake model_name=%s serving=%s available=%s",
+                    q(msg.model_name),
+                    q(ours),
+                    available,
+                )
+            self._reply(sock, envelope, frigate.handshake_reply(available))
+            return False
+        if isinstance(msg, frigate.ModelPush):
+            self._frigate_push(msg, envelope, sock)
+            return False
+        msg.slot_key = f"{frigate.SOURCE}#{envelope[-2].hex() if envelope and len(envelope) > 1 else ''}"
+        msg.timeout_ns = int(self.frigate_cfg.request_timeout_ms * 1e6)
+        return self._admit(msg, envelope, sock, stopping)
+
+    def _frigate_push(self, push: frigate.ModelPush, envelope: list[Any] | None, sock: zmq.Socket[Any]) -> None:
+        """Frigate sends its model file: refused unless frigate.accept_models; else saved (on a thread: a
+        large file must not hold the frames up) and reloaded like SIGHUP, off the hot path."""
+        cfg = self.frigate_cfg
+        if not cfg.accept_models or push.data.nbytes > cfg.max_model_bytes:
+            why = "frigate.accept_models is off" if not cfg.accept_models else f"over {cfg.max_model_bytes} bytes"
+            log.warning("event=frigate_model_refused model_name=%s reason=%s", q(push.model_name), q(why))
+            self._reply(sock, envelope, frigate.push_reply(False))
+            return
+        data = push.data.tobytes()
+        path = frigate.model_dir(cfg) / push.model_name
+
+        def save() -> None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.part")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+                ok = True
+            except OSError as exc:
+                log.error("event=frigate_model_save_failed path=%s error=%s", q(str(path)), q(exc.strerror or str(exc)))
+                ok = False
+            self.post(FrigateModelSaved(envelope, sock, str(path) if ok else None))
+
+        threading.Thread(target=save, name="edgeagent-frigate-save", daemon=True).start()
+
+    def _frigate_saved(self, ev: FrigateModelSaved) -> None:
+        self._reply(ev.sock, ev.envelope, frigate.push_reply(ev.path is not None))
+        if ev.path is not None:
+            log.info("event=frigate_model_saved path=%s reload=true", q(ev.path))
+            model = replace(self.model_cfg, path=ev.path)
+            self.model_cfg = model
+            pending = self.controller.view.pending
+            self._request_switch(self._level if pending is None else pending, model, self.engine.size_keys())
 
     def _peer_events(self, monitor: zmq.Socket[Any]) -> None:
         for ev in self.sockets.events(monitor):
@@ -308,7 +390,7 @@ class IOLoop:
                 )
 
     # ---- answers
-    def _reply(self, sock: zmq.Socket[Any] | None, envelope: list[Any] | None, body: bytes) -> None:
+    def _reply(self, sock: zmq.Socket[Any] | None, envelope: list[Any] | None, body: bytes | list[bytes]) -> None:
         if sock is None or envelope is None:
             return
         try:
@@ -316,19 +398,26 @@ class IOLoop:
         except zmq.ZMQError as exc:  # peer gone or its pipe full: nothing else to do for it
             self._warn("reply_failed", f"event=reply_failed error={q(exc)}")
 
-    def _reject(self, bad: BadFrame, envelope: list[Any] | None, sock: zmq.Socket[Any]) -> None:
+    def _reject(self, bad: BadFrame, envelope: list[Any] | None, sock: zmq.Socket[Any], frigate_kind: bool) -> None:
         label = self.accounting.label(bad.source)
         self.accounting.rejected(label, bad.reason)
         self._warn(
             f"reject:{bad.reason}:{label}",
             f"event=frame_rejected source={q(bad.source or '-')} reason={bad.reason} detail={q(bad.detail)}",
         )
-        self._reply(sock, envelope, error_reply(bad.reason, bad.detail, bad.source))
+        self._reply(
+            sock, envelope, frigate.ZERO_REPLY if frigate_kind else error_reply(bad.reason, bad.detail, bad.source)
+        )
 
     def _drop(self, frame: Frame, reason: str) -> None:
         self.accounting.dropped(self.accounting.label(frame.source), reason)
         self.meter.frame_dropped()
-        self._reply(frame.reply_sock, frame.envelope, error_reply(reason, f"frame {frame.seq} {reason}", frame.source))
+        body = (
+            frigate.ZERO_REPLY
+            if frame.fmt == "frigate"
+            else error_reply(reason, f"frame {frame.seq} {reason}", frame.source)
+        )
+        self._reply(frame.reply_sock, frame.envelope, body)
 
     def _warn(self, key: str, message: str) -> None:
         suppressed = self.rate.allow(key)
@@ -405,6 +494,12 @@ class IOLoop:
         now_ns = time.monotonic_ns()
         timing = Timing.of(frame.rx_ns, c.submit_ns, now_ns, c.infer_ms)
         rc = self.results_cfg
+        det = None
+        if self._decoder is not None:
+            try:
+                det = self._decoder(outputs, self._geometry(frame))
+            except ValueError as exc:  # outputs that do not decode: the frame is served, without boxes
+                self._warn("decode", f"event=decode_failed family={rc.postprocess} error={q(str(exc)[:200])}")
         body = encode_result(
             frame,
             outputs,
@@ -414,9 +509,13 @@ class IOLoop:
             self._exec_info,
             self._output_names,
             rc.topk if rc.postprocess == "topk" else 0,
+            det.as_json(self._labels) if det is not None else None,
         )
         # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
-        self._reply(frame.reply_sock, frame.envelope, b"OK" if self.ingest_cfg.reply == "ok" else body)
+        if frame.fmt == "frigate":
+            self._reply(frame.reply_sock, frame.envelope, frigate.reply(det, frame.image.shape[:2]))
+        else:
+            self._reply(frame.reply_sock, frame.envelope, b"OK" if self.ingest_cfg.reply == "ok" else body)
         frame.envelope = None  # answered: a failure below is counted, never answered a second time
         parts: list[Any] = [frame.source.encode(), body]
         if rc.send_outputs:
@@ -444,6 +543,8 @@ class IOLoop:
                     self.controller.on_failed(ev.level)
             elif isinstance(ev, NewSize):
                 self._add_size(ev)
+            elif isinstance(ev, FrigateModelSaved):
+                self._frigate_saved(ev)
             elif isinstance(ev, NewSLA):
                 self.sla = ev.sla
                 self.controller.set_sla(ev.sla)
@@ -476,7 +577,7 @@ class IOLoop:
         self.job_timer.reset()  # another level, other job times
         self.controller.on_swapped(swap.level)
         self._exec_info = {"level": swap.level, **compiled.describe()}
-        self._output_names = [n for n, _t, _s in compiled.info.outputs]
+        self._set_model_info(compiled.info)
         switch_s = (now_ns - swap.posted_ns) / 1e9
         self.view = replace(
             self.view,
@@ -494,6 +595,31 @@ class IOLoop:
             swap.reload,
             q(old.level.describe() if old else "-"),
         )
+
+    def _geometry(self, frame: Frame) -> Geometry:
+        hw = frame.image.shape[:2]
+        geo = self._geo.get(hw)
+        if geo is None:
+            if len(self._geo) > 64:
+                self._geo.clear()
+            assert self.engine.active is not None
+            geo = self._geo[hw] = geometry(hw, self.engine.active.info)
+        return geo
+
+    def _set_model_info(self, info: ModelInfo) -> None:
+        """The running model's outputs and input size: output names, the detection decoder."""
+        rc = self.results_cfg
+        self._output_names = [n for n, _t, _s in info.outputs]
+        self._geo = {}
+        self._decoder = None
+        if rc.postprocess in FAMILIES:
+            why = check_outputs(rc.postprocess, info.outputs)
+            if why is not None:
+                log.error("event=postprocess_off model=%s error=%s", q(info.path), q(why))
+            else:
+                self._decoder = Decoder(
+                    rc.postprocess, info.model_hw, rc.score_threshold, rc.iou_threshold, rc.max_detections
+                )
 
     def _add_size(self, ev: NewSize) -> None:
         """A graph for one more frame size: frames of that size run on it from their next job."""
@@ -514,9 +640,9 @@ class IOLoop:
         if now_ns < self._next_expiry_ns:
             return
         self._next_expiry_ns = now_ns + 1_000_000_000
+        self.slots.prune()
         for source in self.accounting.expire(now_ns, int(self.ingest_cfg.source_idle_s * 1e9)):
             self._seq.pop(source, None)
-            self.slots.forget(source)
             log.info("event=source_expired source=%s idle_s=%g", q(source), self.ingest_cfg.source_idle_s)
 
     def _tick_window(self) -> None:
@@ -563,9 +689,9 @@ class IOLoop:
             self._completions_done(self.engine.failed_jobs())  # OpenVINO calls no callback for a failed job
             for s, kind in self.sockets.ingest:  # answer late requests instead of leaving senders waiting
                 if s in events:
-                    self._read(s, kind == "listen", stopping=True)
+                    self._read(s, kind, stopping=True)
         for s, kind in self.sockets.ingest:
-            self._read(s, kind == "listen", stopping=True)
+            self._read(s, kind, stopping=True)
         if self.in_flight:
             log.error("event=shutdown_incomplete in_flight=%d", self.in_flight)
 

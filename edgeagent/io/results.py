@@ -47,13 +47,14 @@ def encode_result(
     exec_info: dict[str, Any],
     output_names: Sequence[str],
     topk: int = 0,
+    detections: list[dict[str, Any]] | None = None,
 ) -> bytes:
     """The result header as compact JSON.
 
     ``exec_info`` is the running level's description (``{"level", "streams", "requests", "batch",
     "threads", "precision"}``), built once per swap, not per frame; ``wall_ns`` is ``time.time_ns()``
     (frame age for native frames that carry the sender's clock); ``topk`` > 0 adds the top-k classes of
-    the first output.
+    the first output; ``detections`` (boxes in the frame's pixels) adds them and the frame's size.
     """
     header: dict[str, Any] = {
         "v": 1,
@@ -74,4 +75,7 @@ def encode_result(
         header["age_ms"] = round((wall_ns - frame.sent_wall_ns) / 1e6, 3)
     if topk > 0 and outputs:
         header["topk"] = top_k(outputs[0], topk)
+    if detections is not None:
+        header["frame"] = [int(frame.image.shape[1]), int(frame.image.shape[0])]
+        header["detections"] = detections
     return dumps(header)

@@ -6,7 +6,8 @@ drops the old one as ``stale``), so nothing queues without bound and the frame t
 is always the freshest. :meth:`Slots.take` forms the next job:
 
 1. **expired**: frames older than ``max_age_ns`` are handed back to be dropped;
-2. **late**: with an SLA, a frame's deadline is its arrival + the SLA; a frame that cannot finish by
+2. **late**: a frame older than its own ``timeout_ns`` (a Frigate request its sender gave up on);
+   and with an SLA, a frame's deadline is its arrival + the SLA; a frame that cannot finish by
    then even if it started now (now + the job-time estimate > deadline) is handed back to be dropped
    as ``late``: started, it would only publish a result over the SLA and hold the request that a
    frame which can still make it needs. (Under overload, earliest-deadline-first without this rule
@@ -106,15 +107,16 @@ class Slots:
 
     def put(self, frame: Frame) -> Frame | None:
         """Make ``frame`` its source's waiting frame; returns the frame it replaced (now stale), if any."""
-        old = self._frames.get(frame.source)
-        self._frames[frame.source] = frame
-        if old is None and self._vtime.get(frame.source, -1.0) < self._vclock:
-            self._vtime[frame.source] = self._vclock  # was idle: no banked credit
+        slot = frame.slot
+        old = self._frames.get(slot)
+        self._frames[slot] = frame
+        if old is None and self._vtime.get(slot, -1.0) < self._vclock:
+            self._vtime[slot] = self._vclock  # was idle: no banked credit
         return old
 
     def _order(self, frame: Frame) -> tuple[int, float, int]:
         cfg = self.sources.get(frame.source, DEFAULT_SOURCE)
-        return (-cfg.priority, self._vtime.get(frame.source, self._vclock), frame.rx_ns)
+        return (-cfg.priority, self._vtime.get(frame.slot, self._vclock), frame.rx_ns)
 
     def take(
         self, now_ns: int, batch: int, batch_wait_ns: int, max_age_ns: int = 0, sla_ns: int = 0, job_ns: int = 0
@@ -125,11 +127,13 @@ class Slots:
         estimate at the running level (0: unknown, every frame counts as feasible).
         """
         out = Take()
-        for source, frame in list(self._frames.items()):
+        for slot, frame in list(self._frames.items()):
             if max_age_ns and now_ns - frame.rx_ns > max_age_ns:
-                out.expired.append(self._frames.pop(source))
-            elif sla_ns and 0 < job_ns <= sla_ns and now_ns + job_ns > frame.rx_ns + sla_ns:
-                out.late.append(self._frames.pop(source))
+                out.expired.append(self._frames.pop(slot))
+            elif (sla_ns and 0 < job_ns <= sla_ns and now_ns + job_ns > frame.rx_ns + sla_ns) or (
+                frame.timeout_ns and now_ns - frame.rx_ns > frame.timeout_ns
+            ):
+                out.late.append(self._frames.pop(slot))
         if not self._frames:
             return out
         if self.wait_ns(now_ns, batch, batch_wait_ns, sla_ns, job_ns):
@@ -137,11 +141,11 @@ class Slots:
         ordered = sorted(self._frames.values(), key=self._order)
         key = ordered[0].key
         for frame in [f for f in ordered if f.key == key][:batch]:
-            del self._frames[frame.source]
+            del self._frames[frame.slot]
             cfg = self.sources.get(frame.source, DEFAULT_SOURCE)
-            start = self._vtime.get(frame.source, self._vclock)
+            start = self._vtime.get(frame.slot, self._vclock)
             self._vclock = max(self._vclock, start)
-            self._vtime[frame.source] = start + 1.0 / cfg.weight
+            self._vtime[frame.slot] = start + 1.0 / cfg.weight
             out.frames.append(frame)
         return out
 
@@ -159,13 +163,15 @@ class Slots:
             until = min(until, min(f.rx_ns for f in self._frames.values()) + sla_ns - job_ns - DEADLINE_SLACK_NS)
         return max(0, until - now_ns)
 
-    def forget(self, source: str) -> None:
-        """A source that went silent (its place freed): drop its fair-queuing state (no frame waits)."""
-        self._vtime.pop(source, None)
+    def prune(self) -> None:
+        """Forget the fair-queuing state of slots with no frame waiting and no credit spent ahead of the
+        virtual clock (they would restart at the clock anyway): keeps it bounded as sources and Frigate
+        sockets come and go."""
+        self._vtime = {k: v for k, v in self._vtime.items() if v > self._vclock or k in self._frames}
 
     def remove_if(self, pred: Callable[[Frame], bool]) -> list[Frame]:
         """Remove and return the waiting frames for which ``pred`` holds (``lambda f: True`` at shutdown)."""
         gone = [f for f in self._frames.values() if pred(f)]
         for f in gone:
-            del self._frames[f.source]
+            del self._frames[f.slot]
         return gone

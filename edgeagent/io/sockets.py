@@ -2,7 +2,8 @@
 
 One vocabulary for socket kinds, the config's own key names: ``listen`` (a ROUTER bound for imagezmq
 REQ/REP senders and native REQ), ``pull`` (a PULL bound for native PUSH), ``connect`` (a SUB connected
-to imagezmq PUB/SUB senders and native PUB) and ``publish`` (the results PUB). ``security.curve_exempt``
+to imagezmq PUB/SUB senders and native PUB), ``frigate`` (a ROUTER bound for Frigate's ZMQ detector)
+and ``publish`` (the results PUB). ``security.curve_exempt``
 uses the same names.
 
 Owner: :meth:`Sockets.bind` runs on the main thread before the I/O thread starts; from then on only
@@ -23,7 +24,7 @@ from edgeagent.config import Config
 from edgeagent.errors import EndpointError
 from edgeagent.security import Guard
 
-Kind = Literal["listen", "pull", "connect", "publish"]
+Kind = Literal["listen", "pull", "connect", "publish", "frigate"]
 PUB_SNDHWM = 256  # results per subscriber buffered before PUB drops (it never blocks)
 
 
@@ -45,6 +46,7 @@ class Sockets:
     def bind(self) -> None:
         """Create, bind and connect every socket. Raises EndpointError naming the endpoints."""
         ic = self.cfg.ingest
+        fc = self.cfg.frigate
 
         def make(kind: Kind, zmq_type: int, ep: str) -> zmq.Socket[Any]:
             s: zmq.Socket[Any] = self.ctx.socket(zmq_type)
@@ -54,7 +56,10 @@ class Sockets:
             s.setsockopt(zmq.LINGER, 0)
             if kind != "publish":
                 s.setsockopt(zmq.RCVHWM, ic.rcvhwm)
-                s.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
+                cap = self.max_message_bytes
+                if kind == "frigate" and fc.accept_models:  # a pushed model file is one message
+                    cap = max(cap, fc.max_model_bytes + (1 << 16))
+                s.setsockopt(zmq.MAXMSGSIZE, cap)
                 self.ingest.append((s, kind))
             return s
 
@@ -65,6 +70,9 @@ class Sockets:
             for ep in ic.pull:
                 unlink_stale_ipc(ep)
                 make("pull", zmq.PULL, ep).bind(ep)
+            for ep in fc.endpoints:
+                unlink_stale_ipc(ep)
+                make("frigate", zmq.ROUTER, ep).bind(ep)
             for ep in ic.connect:
                 s = make("connect", zmq.SUB, ep)
                 s.setsockopt(zmq.SUBSCRIBE, b"")
@@ -123,10 +131,10 @@ class Sockets:
         return out
 
     @staticmethod
-    def reply(sock: zmq.Socket[Any], envelope: list[Any], body: bytes) -> None:
+    def reply(sock: zmq.Socket[Any], envelope: list[Any], body: bytes | list[bytes]) -> None:
         """Answer a REQ/DEALER peer on the ROUTER its request came in on; raises zmq.ZMQError when the
         peer is gone or its pipe is full (the caller counts and logs)."""
-        sock.send_multipart([*envelope, body], zmq.NOBLOCK)
+        sock.send_multipart([*envelope, *body] if isinstance(body, list) else [*envelope, body], zmq.NOBLOCK)
 
     def publish(self, parts: list[Any]) -> None:
         """Send a result to subscribers; never blocks (a full subscriber pipe drops it)."""
@@ -187,7 +195,7 @@ def unlink_stale_ipc(endpoint: str) -> None:
 
 
 def all_endpoints(cfg: Config) -> list[str]:
-    eps = [*cfg.ingest.listen, *cfg.ingest.pull, *cfg.ingest.connect]
+    eps = [*cfg.ingest.listen, *cfg.ingest.pull, *cfg.ingest.connect, *cfg.frigate.endpoints]
     if cfg.results.publish:
         eps.append(cfg.results.publish)
     return eps

@@ -20,7 +20,7 @@ import numpy as np
 import zmq
 
 from edgeagent.accounting import Accounting
-from edgeagent.config import Config, EngineConfig, IngestConfig, ResultsConfig, SLAConfig
+from edgeagent.config import Config, EngineConfig, FrigateConfig, IngestConfig, ResultsConfig, SLAConfig
 from edgeagent.control import Controller
 from edgeagent.engine import Completion, batch_input, split_outputs
 from edgeagent.io.loop import IOLoop
@@ -117,11 +117,14 @@ class Harness:
     def __init__(self, engine: Any, compiled: Any, level: int, cfg: Config) -> None:
         n = next(_ids)
         self.ctx: zmq.Context[Any] = zmq.Context.instance()
-        self.pull_ep, self.listen_ep, self.pub_ep = (f"inproc://loop{n}-{k}" for k in ("pull", "listen", "pub"))
+        self.pull_ep, self.listen_ep, self.pub_ep, self.frigate_ep = (
+            f"inproc://loop{n}-{k}" for k in ("pull", "listen", "pub", "frigate")
+        )
         cfg = dataclasses.replace(
             cfg,
             ingest=dataclasses.replace(cfg.ingest, listen=(self.listen_ep,), pull=(self.pull_ep,), connect=()),
             results=dataclasses.replace(cfg.results, publish=self.pub_ep),
+            frigate=dataclasses.replace(cfg.frigate, endpoints=(self.frigate_ep,)),
         )
         self.cfg = cfg
         self.engine = engine
@@ -188,8 +191,10 @@ class Harness:
 def make_config(**sla: Any) -> Config:
     batch_wait_ms = sla.pop("batch_wait_ms", 0.0)
     max_frame_age_ms = sla.pop("max_frame_age_ms", 0.0)
+    frigate_timeout_ms = sla.pop("frigate_timeout_ms", 200.0)
     return Config(
         ingest=IngestConfig(max_frame_age_ms=max_frame_age_ms),
+        frigate=FrigateConfig(request_timeout_ms=frigate_timeout_ms),
         results=ResultsConfig(),
         engine=EngineConfig(batch_wait_ms=batch_wait_ms),
         sla=SLAConfig(**{"p99_ms": 1000.0, "window_s": 600.0, **sla}),

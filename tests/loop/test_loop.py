@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import zmq
 
 from edgeagent.switcher import SwitchFailed
 from edgeagent.wire import encode_native
@@ -265,3 +266,24 @@ def test_a_failed_reload_settles_a_pending_level_request(harness: Callable[..., 
     h.wait("the request settled", lambda: h.controller.view.pending is None)
     h.engine.finish()
     assert h.collect(n)[-1]["exec"]["level"] == 0 and h.controller.view.running == 0
+
+
+def test_a_frigate_request_older_than_frigates_timeout_is_dropped_late_with_the_zero_result(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=0, frigate_timeout_ms=50.0)
+    h.send("a", 0, image(1))  # takes the only request
+    h.wait("the first job", lambda: len(h.engine.started) == 1)
+    r = h.ctx.socket(zmq.REQ)
+    r.setsockopt(zmq.LINGER, 0)
+    r.connect(h.frigate_ep)
+    r.send_multipart([json.dumps({"shape": [1, 8, 8, 3], "dtype": "uint8", "model_type": "ssd"}).encode(), bytes(192)])
+    h.wait("the request waiting", lambda: h.counts("frigate")["received"] == 1)
+    time.sleep(0.1)  # Frigate (timeout 50 ms) has given up on it by now
+    h.engine.finish()
+    assert r.poll(10_000)
+    header, body = r.recv_multipart()
+    assert json.loads(header) == {"shape": [20, 6], "dtype": "float32"} and body == bytes(480)
+    h.wait("the late drop", lambda: h.counts("frigate")["dropped"] == {"late": 1})
+    assert len(h.engine.started) == 1  # never inferred
+    r.close()

@@ -37,6 +37,7 @@ def test_run_help_groups_metavars_defaults_examples(capsys: pytest.CaptureFixtur
         "model",
         "ingest",
         "results",
+        "Frigate",
         "SLA",
         "engine",
         "metrics",

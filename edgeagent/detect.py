@@ -1,0 +1,182 @@
+"""Object-detection post-processing: raw output tensors → boxes in the received frame's pixels.
+
+Families (``results.postprocess``):
+
+* ``yolo``: ultralytics-format YOLOv5u/v8/v11 (and YOLO-World/YOLOv9/v10-exported "one-output" heads):
+  one output ``[1, 4+C, N]`` (or ``[1, N, 4+C]``), boxes as centre x, y, width, height in model-input
+  pixels, per-class scores, no objectness. Decoded here: best class per candidate, score threshold,
+  class-wise NMS.
+* ``ssd``: DetectionOutput-style ``[1, 1, N, 7]`` rows ``(image_id, label, conf, x_min, y_min, x_max,
+  y_max)`` normalised to the input (NMS done by the model). Rows with ``image_id < 0`` end the list.
+
+Boxes are then mapped from the model's input back to the received frame (undoing the resize or the
+letterbox, :class:`~edgeagent.models.Geometry`) and clipped to it. Everything is vectorised numpy on
+the candidates that pass the score threshold, so the cost is the threshold pass over the output plus
+an NMS over a handful of boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeagent.errors import ConfigError
+from edgeagent.models import Geometry
+
+FAMILIES = ("yolo", "ssd")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Sorted by score, descending; ``boxes`` are x1, y1, x2, y2 in frame pixels (float32)."""
+
+    classes: np.ndarray  # int64 [K]
+    scores: np.ndarray  # float32 [K]
+    boxes: np.ndarray  # float32 [K, 4]
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def as_json(self, labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        out = []
+        for c, s, b in zip(self.classes.tolist(), self.scores.tolist(), self.boxes.tolist()):
+            d: dict[str, Any] = {"class": c}
+            if labels is not None:
+                d["label"] = labels[c] if 0 <= c < len(labels) else str(c)
+            d["score"] = round(s, 5)
+            d["box"] = [round(v, 2) for v in b]
+            out.append(d)
+        return out
+
+
+EMPTY = Detections(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros((0, 4), np.float32))
+
+
+def read_labels(path: str) -> list[str]:
+    """One label per line; index = class id. Raises ConfigError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--labels {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--labels {path}: not UTF-8 text (one label per line)") from None
+    labels = [ln.strip() for ln in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise ConfigError(f"--labels {path}: no labels (one per line, index = class id)")
+    return labels
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, limit: int) -> np.ndarray:
+    """Class-wise greedy non-maximum suppression. Indices kept, best score first; ties keep the
+    earlier candidate (a stable sort), so the result is deterministic."""
+    if boxes.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    # Class-wise in one pass: boxes of different classes are moved apart so they never overlap.
+    offset = classes.astype(np.float32)[:, None] * (float(np.abs(boxes).max()) + 1.0)
+    b = boxes + offset
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    area = np.maximum(0.0, x2 - x1) * np.maximum(0.0, y2 - y1)
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < limit:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        union = area[i] + area[rest] - inter
+        overlap = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def decode_yolo(out: np.ndarray, score_threshold: float, iou: float, limit: int) -> Detections:
+    """``[1, 4+C, N]`` or ``[1, N, 4+C]`` → detections in model-input pixels (NMS applied)."""
+    x = out.reshape(out.shape[-2:]) if out.ndim == 3 else out
+    if x.ndim != 2 or min(x.shape) < 5:
+        raise ValueError(f"a YOLO output is [1, 4+C, N] or [1, N, 4+C], got {list(out.shape)}")
+    if x.shape[0] > x.shape[1]:  # [N, 4+C]: candidates along the first axis (N is the larger)
+        x = x.T
+    scores_all = x[4:]
+    best = scores_all.max(axis=0)
+    cand = np.flatnonzero(best >= score_threshold)  # the one pass over every candidate
+    if cand.size == 0:
+        return EMPTY
+    scores = best[cand].astype(np.float32)
+    classes = scores_all[:, cand].argmax(axis=0).astype(np.int64)
+    cx, cy, w, h = x[0, cand], x[1, cand], x[2, cand], x[3, cand]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
+    keep = nms(boxes, scores, classes, iou, limit)
+    return Detections(classes[keep], scores[keep], boxes[keep])
+
+
+def decode_ssd(out: np.ndarray, score_threshold: float, limit: int, model_hw: tuple[int, int]) -> Detections:
+    """``[1, 1, N, 7]`` normalised rows → detections in model-input pixels (the model did the NMS)."""
+    rows = out.reshape(-1, 7) if out.size % 7 == 0 and out.shape[-1] == 7 else None
+    if rows is None:
+        raise ValueError(f"an SSD output is [1, 1, N, 7], got {list(out.shape)}")
+    end = np.flatnonzero(rows[:, 0] < 0)
+    if end.size:
+        rows = rows[: end[0]]
+    rows = rows[rows[:, 2] >= score_threshold]
+    order = np.argsort(-rows[:, 2], kind="stable")[:limit]
+    rows = rows[order]
+    mh, mw = model_hw
+    boxes = (rows[:, 3:7] * np.array([mw, mh, mw, mh], np.float32)).astype(np.float32)
+    return Detections(rows[:, 1].astype(np.int64), rows[:, 2].astype(np.float32), boxes)
+
+
+def to_frame(det: Detections, geo: Geometry) -> Detections:
+    """Model-input pixels → the received frame's pixels (undo resize or letterbox), clipped to it."""
+    if len(det) == 0:
+        return det
+    h, w = geo.frame_hw
+    x1, y1 = geo.to_frame(det.boxes[:, 0], det.boxes[:, 1])
+    x2, y2 = geo.to_frame(det.boxes[:, 2], det.boxes[:, 3])
+    boxes = np.stack([np.clip(x1, 0, w), np.clip(y1, 0, h), np.clip(x2, 0, w), np.clip(y2, 0, h)], axis=1)
+    return Detections(det.classes, det.scores, boxes.astype(np.float32))
+
+
+class Decoder:
+    """The configured family and thresholds, for one model (its input size)."""
+
+    def __init__(
+        self, family: str, model_hw: tuple[int, int], score_threshold: float, iou: float, limit: int, output: int = 0
+    ) -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown detection family {family!r}")
+        self.family = family
+        self.model_hw = model_hw
+        self.score_threshold = score_threshold
+        self.iou = iou
+        self.limit = limit
+        self.output = output
+
+    def __call__(self, outputs: Sequence[np.ndarray], geo: Geometry) -> Detections:
+        out = outputs[self.output]
+        if self.family == "yolo":
+            det = decode_yolo(out, self.score_threshold, self.iou, self.limit)
+        else:
+            det = decode_ssd(out, self.score_threshold, self.limit, self.model_hw)
+        return to_frame(det, geo)
+
+
+def check_outputs(family: str, outputs: Sequence[tuple[str, str, tuple[int, ...]]]) -> str | None:
+    """Why the model's outputs cannot be decoded as ``family`` (None: they can). Start-up check."""
+    if not outputs:
+        return "the model has no outputs"
+    _name, _t, shape = outputs[0]
+    if family == "yolo":
+        dims = [d for d in shape if d != 1]
+        if len(shape) not in (2, 3) or len(dims) != 2 or min(dims) < 5:
+            return f"--postprocess yolo expects an output [1, 4+C, N] or [1, N, 4+C]; output 0 is {list(shape)}"
+    elif family == "ssd" and (not shape or shape[-1] != 7):
+        return f"--postprocess ssd expects an output [1, 1, N, 7]; output 0 is {list(shape)}"
+    return None
