@@ -84,7 +84,9 @@ class Agent:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.cpus = CpuPlan.make(cfg.engine.cpus)
         self.cpus.apply_process()
-        self.engine = Engine(cfg.model, self.cpus)
+        rc = cfg.results
+        nms = (rc.score_threshold, rc.iou_threshold, rc.max_detections) if rc.postprocess == "yolo" else None
+        self.engine = Engine(cfg.model, self.cpus, yolo_nms=nms)
         self.ladder = self.engine.ladder(cfg.engine.max_batch, accuracy_rung=cfg.sla.precision == "auto")
         level = min(cfg.engine.level, len(self.ladder) - 1)
         self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post)

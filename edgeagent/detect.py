@@ -117,6 +117,15 @@ def decode_yolo(out: np.ndarray, score_threshold: float, iou: float, limit: int)
     return Detections(classes[keep], scores[keep], boxes[keep])
 
 
+def decode_rows(rows: np.ndarray, limit: int) -> Detections:
+    """In-graph NMS rows ``[K, 6]`` (class, score, x1, y1, x2, y2 in input pixels) → detections, best
+    first (a stable sort: equal scores keep the graph's order)."""
+    rows = rows.reshape(-1, 6)
+    order = np.argsort(-rows[:, 1], kind="stable")[:limit]
+    rows = rows[order]
+    return Detections(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.float32), rows[:, 2:6].astype(np.float32))
+
+
 def decode_ssd(out: np.ndarray, score_threshold: float, limit: int, model_hw: tuple[int, int]) -> Detections:
     """``[1, 1, N, 7]`` normalised rows → detections in model-input pixels (the model did the NMS)."""
     rows = out.reshape(-1, 7) if out.size % 7 == 0 and out.shape[-1] == 7 else None
@@ -148,8 +157,16 @@ class Decoder:
     """The configured family and thresholds, for one model (its input size)."""
 
     def __init__(
-        self, family: str, model_hw: tuple[int, int], score_threshold: float, iou: float, limit: int, output: int = 0
+        self,
+        family: str,
+        model_hw: tuple[int, int],
+        score_threshold: float,
+        iou: float,
+        limit: int,
+        output: int = 0,
+        rows: int | None = None,
     ) -> None:
+        """``rows``: the index of the in-graph NMS output (models._yolo_nms), when the model has it."""
         if family not in FAMILIES:
             raise ValueError(f"unknown detection family {family!r}")
         self.family = family
@@ -158,10 +175,13 @@ class Decoder:
         self.iou = iou
         self.limit = limit
         self.output = output
+        self.rows = rows
 
     def __call__(self, outputs: Sequence[np.ndarray], geo: Geometry) -> Detections:
         out = outputs[self.output]
-        if self.family == "yolo":
+        if self.family == "yolo" and self.rows is not None:
+            det = decode_rows(outputs[self.rows], self.limit)
+        elif self.family == "yolo":
             det = decode_yolo(out, self.score_threshold, self.iou, self.limit)
         else:
             det = decode_ssd(out, self.score_threshold, self.limit, self.model_hw)

@@ -36,7 +36,17 @@ import psutil
 from edgeagent.config import ModelConfig
 from edgeagent.errors import ConfigError, ModelError
 from edgeagent.logs import q
-from edgeagent.models import DYNAMIC, ModelInfo, SizeKey, cache_root, prepare, read_model, to_bgr
+from edgeagent.models import (
+    DYNAMIC,
+    NMS_COUNT,
+    NMS_ROWS,
+    ModelInfo,
+    SizeKey,
+    cache_root,
+    prepare,
+    read_model,
+    to_bgr,
+)
 from edgeagent.tuner import ExecLevel, derive_ladder
 from edgeagent.wire import Frame
 
@@ -137,8 +147,16 @@ class Engine:
     compile explicitly (the switcher owns which model is current after a reload).
     """
 
-    def __init__(self, model_cfg: ModelConfig, cpus: CpuPlan, core: ov.Core | None = None) -> None:
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        cpus: CpuPlan,
+        core: ov.Core | None = None,
+        yolo_nms: tuple[float, float, int] | None = None,
+    ) -> None:
+        """``yolo_nms=(score, iou, limit)``: YOLO decode + NMS appended in the graph (models._yolo_nms)."""
         self.cfg = model_cfg
+        self.yolo_nms = yolo_nms
         self.cpus = cpus
         self.core = core or ov.Core()
         self._compile_lock = threading.Lock()  # ov.Core is shared; compile one level at a time
@@ -163,6 +181,7 @@ class Engine:
         self._on_done: Callable[[int], None] = lambda job: None
         self._level = LEVEL0
         self._primary: SizeKey = DYNAMIC
+        self._ragged: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------- any thread
     def device_limits(self) -> DeviceLimits:
@@ -240,7 +259,7 @@ class Engine:
     ) -> tuple[ov.CompiledModel, ModelInfo]:
         with self._compile_lock:
             model, path = read_model(self.core, cfg)
-            model, info = prepare(model, path, cfg, batch=level.batch, key=key)
+            model, info = prepare(model, path, cfg, batch=level.batch, key=key, yolo_nms=self.yolo_nms)
             props: dict[str, Any] = {
                 "PERFORMANCE_HINT": "LATENCY" if level.streams == 1 else "THROUGHPUT",
                 "NUM_STREAMS": level.streams,
@@ -294,6 +313,8 @@ class Engine:
         self._on_done = on_done
         self._level = compiled.level
         self._primary = (*compiled.info.frame_hw, "bgr")
+        names = [n for n, _t, _s in compiled.info.outputs]
+        self._ragged = (names.index(NMS_ROWS), names.index(NMS_COUNT)) if NMS_COUNT in names else None
         self._graphs = {key: self._graph(model) for key, model in graphs.items()}
         self.idle = list(range(compiled.level.requests))[::-1]
         self._jobs = {}
@@ -375,7 +396,7 @@ class Engine:
             req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
             completion = Completion(
-                frames, split_outputs(tensors, len(frames), self.batch), submit_ns, float(req.latency)
+                frames, split_outputs(tensors, len(frames), self.batch, self._ragged), submit_ns, float(req.latency)
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             completion = Completion(frames, [], submit_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
@@ -427,13 +448,25 @@ def batch_input(images: list[np.ndarray], batch: int) -> np.ndarray:
     return np.stack(images + [images[-1]] * (batch - len(images)))
 
 
-def split_outputs(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np.ndarray]]:
+def split_outputs(
+    tensors: list[np.ndarray], n_frames: int, batch: int, ragged: tuple[int, int] | None = None
+) -> list[list[np.ndarray]]:
     """Per-frame copies of the outputs (the request is reused, so nothing may keep a view). With
-    batch > 1, rows along a leading batch axis are split;
-    outputs without one (scalars, batch-reduced tensors) are given whole to every frame."""
+    batch > 1, rows along a leading batch axis are split; ``ragged=(rows, counts)``: output ``rows``
+    holds the frames' rows one after the other, output ``counts`` how many each has (in-graph NMS);
+    other outputs without a batch axis (scalars, batch-reduced tensors) are given whole to every frame."""
     if batch == 1:
         return [[np.array(t) for t in tensors]]
-    return [
-        [np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t) for t in tensors]
-        for i in range(n_frames)
-    ]
+    starts = np.concatenate([[0], np.cumsum(tensors[ragged[1]])]).astype(int) if ragged else None
+    out = []
+    for i in range(n_frames):
+        per = []
+        for j, t in enumerate(tensors):
+            if ragged is not None and starts is not None and j == ragged[0]:
+                per.append(np.array(t[starts[i] : starts[i + 1]]))
+            elif ragged is not None and j == ragged[1]:
+                per.append(np.array(t[i : i + 1]))
+            else:
+                per.append(np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t))
+        out.append(per)
+    return out

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
+import openvino.opset9 as ops9
 import openvino.opset11 as ops11
 import openvino.opset13 as ops
 from openvino.preprocess import PrePostProcessor
@@ -291,14 +292,57 @@ def _spatial_step(key: SizeKey, mh: int, mw: int, rgb: bool, resize: str, pad_va
     return step
 
 
+NMS_ROWS, NMS_COUNT = "detections", "detections_count"
+
+
+def _yolo_nms(model: ov.Model, score: float, iou: float, limit: int) -> ov.Model:
+    """Decode and class-wise NMS appended to an ultralytics-format YOLO head ([B, 4+C, N] or
+    [B, N, 4+C]) with OpenVINO's MulticlassNms: two more outputs, ``detections`` [K, 6] (class, score,
+    x1, y1, x2, y2 in input pixels; frames in batch order, best first) and ``detections_count`` [B].
+    Measured with ``edgeagent bench detect`` (YOLOv8n-class at 640x640, 2 vCPUs): +0.5 % on the plain
+    model's p50, against +2.4 % for the same decode in numpy, which reduces the whole [C, N] score block
+    on the I/O thread right after an inference. The raw output stays output 0."""
+    out = model.get_results()[0].input_value(0)
+    _b, d1, d2 = (d.get_length() for d in out.get_partial_shape())
+    if d1 > d2:  # [B, N, 4+C] → [B, 4+C, N]
+        out = ops.transpose(out, np.array([0, 2, 1])).output(0)
+        d1, d2 = d2, d1
+    boxes = ops.slice(out, np.array([0]), np.array([4]), np.array([1]), np.array([1]))  # [B, 4, N]
+    scores = ops.slice(out, np.array([4]), np.array([d1]), np.array([1]), np.array([1]))  # [B, C, N]
+    cx, cy, w, h = ops.split(boxes, 1, 4).outputs()
+    half_w, half_h = ops.multiply(w, np.float32(0.5)), ops.multiply(h, np.float32(0.5))
+    corners = [ops.subtract(cx, half_w), ops.subtract(cy, half_h), ops.add(cx, half_w), ops.add(cy, half_h)]
+    xyxy = ops.transpose(ops.concat(corners, 1), np.array([0, 2, 1]))  # [B, N, 4]
+    nms = ops9.multiclass_nms(
+        xyxy,
+        scores,
+        sort_result_type="score",
+        sort_result_across_batch=False,
+        iou_threshold=iou,
+        score_threshold=score,
+        keep_top_k=limit,
+        normalized=False,
+    )
+    nms.output(0).get_tensor().set_names({NMS_ROWS})
+    nms.output(2).get_tensor().set_names({NMS_COUNT})
+    results = [*model.get_results(), ops.result(nms.output(0)), ops.result(nms.output(2))]
+    return ov.Model(results, model.get_parameters(), model.get_friendly_name())
+
+
 def prepare(
-    model: ov.Model, path: str, cfg: ModelConfig, batch: int = 1, key: SizeKey | None = None
+    model: ov.Model,
+    path: str,
+    cfg: ModelConfig,
+    batch: int = 1,
+    key: SizeKey | None = None,
+    yolo_nms: tuple[float, float, int] | None = None,
 ) -> tuple[ov.Model, ModelInfo]:
     """Resolve dynamic dimensions, set the batch and embed pre-processing with PrePostProcessor.
 
     The returned model takes ``batch x H x W x C`` u8 frames of ``key`` = (H, W, pixel format) (default:
     ``cfg.frame_size`` or the model's spatial size, BGR; ``DYNAMIC``: any H x W, BGR) and does element
-    type, channel order, resize or letterbox, mean and scale itself.
+    type, channel order, resize or letterbox, mean and scale itself. ``yolo_nms=(score, iou, limit)``:
+    :func:`_yolo_nms` appends decode and NMS when output 0 is a YOLO head.
     """
     if len(model.inputs) != 1:
         raise ModelError(f"{path}: the model has {len(model.inputs)} inputs; edgeagent feeds one image input")
@@ -328,6 +372,8 @@ def prepare(
         model.reshape({port.any_name: [batch, h, w, 3] if nhwc else list(model_shape)})
     except RuntimeError as exc:
         raise ModelError(f"{path}: cannot reshape input to batch {batch}, {w}x{h}: {str(exc)[:200]}") from None
+    if yolo_nms is not None and len(model.outputs) == 1 and _fits_yolo(model.output(0).get_partial_shape()):
+        model = _yolo_nms(model, *yolo_nms)
     frame_w, frame_h = cfg.frame_size if cfg.frame_size is not None else (w, h)
     if key is None:
         key = (frame_h, frame_w, "bgr")
@@ -378,6 +424,13 @@ def prepare(
         pad_value=cfg.pad_value,
     )
     return built, info
+
+
+def _fits_yolo(shape: ov.PartialShape) -> bool:
+    if shape.is_dynamic or shape.rank.get_length() != 3:
+        return False
+    _b, d1, d2 = (d.get_length() for d in shape)
+    return bool(min(d1, d2) >= 5)
 
 
 def to_bgr(image: np.ndarray, pix: str) -> np.ndarray:

@@ -21,7 +21,12 @@ YOLO_CANDIDATES = [
     (164.0, 160.0, 64.0, 48.0, 2, 0.70),  # the same place, another class: kept (class-wise NMS)
     (300.0, 80.0, 60.0, 40.0, 1, 0.60),  # crosses the right edge and the letterbox pad: clipped
     (40.0, 280.0, 20.0, 20.0, 1, 0.10),  # under the score threshold
+    (60.0, 250.0, 30.0, 30.0, 1, 0.50),  # a tie with the next, apart: both kept, in candidate order
+    (120.0, 250.0, 30.0, 30.0, 1, 0.50),
+    (200.0, 250.0, 30.0, 30.0, 2, 0.45),  # a tie with the next, overlapping: the earlier one is kept
+    (202.0, 250.0, 30.0, 30.0, 2, 0.45),
 ]
+KEPT = (0, 2, 3, 5, 6, 7)  # YOLO_CANDIDATES after threshold 0.25 and class-wise NMS 0.45, best first
 YOLO_CLASSES = 3
 LABELS = ["person", "car", "dog"]
 # SSD rows (label, conf, x_min, y_min, x_max, y_max), normalised.
@@ -33,7 +38,7 @@ def _through_input(x: Any, const: np.ndarray) -> Any:
     zero = ops.multiply(
         ops.reduce_mean(x, ops.constant(np.array([1, 2, 3], np.int64)), keep_dims=False), np.float32(0.0)
     )
-    shape = [1] + [1] * (const.ndim - 1)
+    shape = [-1] + [1] * (const.ndim - 1)  # any batch: the constant broadcasts over it
     return ops.add(ops.constant(const), ops.reshape(zero, ops.constant(np.array(shape, np.int64)), False))
 
 
@@ -66,7 +71,7 @@ def ssd_model(path: Path, size: int = 300) -> Path:
 
 
 def expected_yolo(frame_hw: tuple[int, int], model: int = 320, letterbox: bool = True) -> list[dict[str, Any]]:
-    """YOLO_CANDIDATES after threshold 0.25 and NMS 0.45, mapped to a frame (float64 reference)."""
+    """YOLO_CANDIDATES kept (KEPT), mapped to a frame (float64 reference)."""
     h, w = frame_hw
     if letterbox:
         s = min(model / h, model / w)
@@ -75,7 +80,7 @@ def expected_yolo(frame_hw: tuple[int, int], model: int = 320, letterbox: bool =
     else:
         sx, sy, top, left = model / w, model / h, 0, 0
     out = []
-    for cx, cy, bw, bh, c, score in (YOLO_CANDIDATES[i] for i in (0, 2, 3)):
+    for cx, cy, bw, bh, c, score in (YOLO_CANDIDATES[i] for i in KEPT):
         x1, y1 = (cx - bw / 2 - left) / sx, (cy - bh / 2 - top) / sy
         x2, y2 = (cx + bw / 2 - left) / sx, (cy + bh / 2 - top) / sy
         box = [min(max(v, 0), lim) for v, lim in ((x1, w), (y1, h), (x2, w), (y2, h))]

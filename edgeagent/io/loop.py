@@ -43,7 +43,7 @@ from edgeagent.io.results import Timing, encode_result
 from edgeagent.io.slots import JobTimer, Slots
 from edgeagent.io.sockets import Sockets, split_envelope
 from edgeagent.logs import RateLimiter, q
-from edgeagent.models import DYNAMIC, Geometry, ModelInfo, SizeKey, geometry
+from edgeagent.models import DYNAMIC, NMS_ROWS, Geometry, ModelInfo, SizeKey, geometry
 from edgeagent.switcher import NewSize, Swap, SwitchFailed
 from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
 
@@ -136,6 +136,7 @@ class IOLoop:
         self._epoch = 0
         self._exec_info: dict[str, Any] = {"level": level, **compiled.describe()}
         self._output_names: list[str] = []
+        self._n_model_outputs = 0
         self._decoder: Decoder | None = None
         self._geo: dict[tuple[int, int], Geometry] = {}
         self._labels = read_labels(cfg.results.labels) if cfg.results.labels else None
@@ -500,9 +501,10 @@ class IOLoop:
                 det = self._decoder(outputs, self._geometry(frame))
             except ValueError as exc:  # outputs that do not decode: the frame is served, without boxes
                 self._warn("decode", f"event=decode_failed family={rc.postprocess} error={q(str(exc)[:200])}")
+        model_outputs = outputs[: self._n_model_outputs]  # the network's own (not the in-graph NMS)
         body = encode_result(
             frame,
-            outputs,
+            model_outputs,
             timing,
             now_ns,
             time.time_ns(),
@@ -519,7 +521,7 @@ class IOLoop:
         frame.envelope = None  # answered: a failure below is counted, never answered a second time
         parts: list[Any] = [frame.source.encode(), body]
         if rc.send_outputs:
-            parts.extend(outputs)
+            parts.extend(model_outputs)
         self.sockets.publish(parts)
         self.accounting.processed(self.accounting.label(frame.source), timing.total_ms > self.sla.p99_ms)
         self.meter.frame_done(timing.total_ms)
@@ -609,7 +611,9 @@ class IOLoop:
     def _set_model_info(self, info: ModelInfo) -> None:
         """The running model's outputs and input size: output names, the detection decoder."""
         rc = self.results_cfg
-        self._output_names = [n for n, _t, _s in info.outputs]
+        names = [n for n, _t, _s in info.outputs]
+        self._n_model_outputs = names.index(NMS_ROWS) if NMS_ROWS in names else len(names)
+        self._output_names = names[: self._n_model_outputs]
         self._geo = {}
         self._decoder = None
         if rc.postprocess in FAMILIES:
@@ -617,8 +621,10 @@ class IOLoop:
             if why is not None:
                 log.error("event=postprocess_off model=%s error=%s", q(info.path), q(why))
             else:
+                names = [n for n, _t, _s in info.outputs]
+                rows = names.index(NMS_ROWS) if NMS_ROWS in names else None
                 self._decoder = Decoder(
-                    rc.postprocess, info.model_hw, rc.score_threshold, rc.iou_threshold, rc.max_detections
+                    rc.postprocess, info.model_hw, rc.score_threshold, rc.iou_threshold, rc.max_detections, rows=rows
                 )
 
     def _add_size(self, ev: NewSize) -> None:

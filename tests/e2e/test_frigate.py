@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import zmq
 
-from tests.detectors import YOLO_CANDIDATES, FrigateClient, yolo_model
+from tests.detectors import KEPT, YOLO_CANDIDATES, FrigateClient, yolo_model
 from tests.helpers import accounting_holds, free_port, ppocr_det_path
 
 # YOLO_CANDIDATES kept after threshold and NMS, as Frigate rows on a 320x320 request (no resize).
 EXPECTED = np.zeros((20, 6), np.float32)
-for row, (cx, cy, w, h, c, s) in enumerate(YOLO_CANDIDATES[i] for i in (0, 2, 3)):
+for row, (cx, cy, w, h, c, s) in enumerate(YOLO_CANDIDATES[i] for i in KEPT):
     x1, y1, x2, y2 = max(cx - w / 2, 0), max(cy - h / 2, 0), min(cx + w / 2, 320), min(cy + h / 2, 320)
     EXPECTED[row] = (c, s, y1 / 320, x1 / 320, y2 / 320, x2 / 320)
 
@@ -54,7 +54,7 @@ def test_handshake_then_detections_for_every_layout_and_dtype(start_agent: Any, 
             rows = client.detect_raw(tensor)
             np.testing.assert_allclose(rows, EXPECTED, atol=1e-6, err_msg=name)
         # Frigate stops at the first score under 0.4: rows are by score, zero rows last.
-        assert list(rows[:, 1]) == sorted(rows[:, 1], reverse=True) and not rows[3:].any()
+        assert list(rows[:, 1]) == sorted(rows[:, 1], reverse=True) and not rows[len(KEPT) :].any()
     finally:
         client.close()
     per = accounting_holds(agent)

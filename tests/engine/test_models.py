@@ -245,3 +245,30 @@ def test_the_accuracy_level_compiles_f32_in_accuracy_mode(tmp_path: Path) -> Non
     assert str(fast.model.get_property("EXECUTION_MODE_HINT")).upper().endswith("PERFORMANCE")
     ladder = engine.ladder(4, accuracy_rung=True)
     assert ladder[0].accuracy and not any(lv.accuracy for lv in ladder[1:])
+
+
+def test_in_graph_yolo_nms_at_a_batch_level_splits_each_frames_rows(cache_dir: Path, tmp_path: Path) -> None:
+    """Decode + NMS in the graph (MulticlassNms) gives one list of rows for the whole batch; each frame gets
+    its own rows back (split by the per-frame counts), equal to the numpy decode of its raw output."""
+    from edgeagent.detect import Decoder, decode_yolo, to_frame
+    from edgeagent.tuner import ExecLevel
+    from tests.detectors import KEPT, yolo_model
+
+    cfg = ModelConfig(path=str(yolo_model(tmp_path / "y.xml")), cache_dir=str(cache_dir), precision="f32")
+    engine = Engine(cfg, CpuPlan.make(None), yolo_nms=(0.25, 0.45, 100))
+    compiled = engine.compile(ExecLevel(streams=1, requests=1, batch=2))
+    names = [n for n, _t, _s in compiled.info.outputs]
+    assert names == ["output0", "detections", "detections_count"]
+    activate(engine, compiled)
+    frames = [frame_of(np.full((320, 320, 3), v, np.uint8), "bgr") for v in (10, 200)]
+    engine.submit(frames)
+    c = engine.complete(DONE.get(timeout=60))
+    assert c.error is None and len(c.outputs) == 2
+    decoder = Decoder("yolo", (320, 320), 0.25, 0.45, 100, rows=1)
+    geo = geometry((320, 320), compiled.info)
+    for outs in c.outputs:
+        got = decoder(outs, geo)
+        want = to_frame(decode_yolo(outs[0], 0.25, 0.45, 100), geo)
+        assert len(got) == len(KEPT) and got.classes.tolist() == want.classes.tolist()
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
