@@ -83,7 +83,9 @@ class Accounting:
         counts = self._sources.get(label)
         if counts is None:
             counts = self._sources[label] = SourceCounts()
-            self._named += label not in _SPECIAL
+            if label not in _SPECIAL:  # a new place: it expires like any (even one re-created by a late result)
+                self._named += 1
+                self._seen.setdefault(label, time.monotonic_ns())
         return counts
 
     def received(self, label: str) -> None:

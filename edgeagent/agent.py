@@ -307,6 +307,7 @@ class Agent:
             "size_compiles": view.size_compiles,
             "any_size_frames": view.any_size_frames,
             "frigate_handshakes": view.frigate_handshakes,
+            "io_cpu_s": loop.io_cpu_ns / 1e9,
             "source_idle_s": self.accounting.idle_s(time.monotonic_ns()),
             "interference": cv.interference,
         }

@@ -318,12 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="built-in benchmarks")
     bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
-    lat = bsub.add_parser("latency", help="transport floor vs direct OpenVINO vs agent end to end")
+    lat = bsub.add_parser("latency", help="the agent end to end vs transport, direct OpenVINO and the hand-written hub")
     lat.add_argument("--model", help="model file (default: built-in)")
     lat.add_argument("--input-shape")
     lat.add_argument("--size", default=None, help="frame WIDTHxHEIGHT (default: model size)")
     lat.add_argument("--rounds", type=int, default=10)
     lat.add_argument("--per-round", type=int, default=50)
+    lat.add_argument("--cameras", type=int, default=0, help="paced cameras instead of back-to-back requests")
+    lat.add_argument("--fps", type=float, default=30.0, help="frames per second per camera (with --cameras)")
+    lat.add_argument("--duration-s", type=float, default=10.0, help="seconds per target and round (with --cameras)")
     lat.add_argument("--json", type=Path, help="write results as JSON here")
     from edgeagent.bench.detect import add_parser as add_detect
     from edgeagent.bench.dispatch import add_parser as add_dispatch

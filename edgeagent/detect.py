@@ -78,7 +78,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float, 
     if boxes.shape[0] == 0:
         return np.zeros(0, np.int64)
     # Class-wise in one pass: boxes of different classes are moved apart so they never overlap.
-    offset = classes.astype(np.float32)[:, None] * (float(np.abs(boxes).max()) + 1.0)
+    offset = classes.astype(np.float32)[:, None] * (float(boxes.max() - boxes.min()) + 1.0)
     b = boxes + offset
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     area = np.maximum(0.0, x2 - x1) * np.maximum(0.0, y2 - y1)
@@ -117,13 +117,15 @@ def decode_yolo(out: np.ndarray, score_threshold: float, iou: float, limit: int)
     return Detections(classes[keep], scores[keep], boxes[keep])
 
 
-def decode_rows(rows: np.ndarray, limit: int) -> Detections:
-    """In-graph NMS rows ``[K, 6]`` (class, score, x1, y1, x2, y2 in input pixels) → detections, best
-    first (a stable sort: equal scores keep the graph's order)."""
+def decode_rows(rows: np.ndarray, limit: int, model_hw: tuple[int, int]) -> Detections:
+    """In-graph NMS rows ``[K, 6]`` (class, score, x1, y1, x2, y2 normalised to the input) → detections
+    in input pixels, best first (a stable sort: equal scores keep the graph's order)."""
     rows = rows.reshape(-1, 6)
     order = np.argsort(-rows[:, 1], kind="stable")[:limit]
     rows = rows[order]
-    return Detections(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.float32), rows[:, 2:6].astype(np.float32))
+    mh, mw = model_hw
+    boxes = (rows[:, 2:6] * np.array([mw, mh, mw, mh], np.float32)).astype(np.float32)
+    return Detections(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.float32), boxes)
 
 
 def decode_ssd(out: np.ndarray, score_threshold: float, limit: int, model_hw: tuple[int, int]) -> Detections:
@@ -180,7 +182,7 @@ class Decoder:
     def __call__(self, outputs: Sequence[np.ndarray], geo: Geometry) -> Detections:
         out = outputs[self.output]
         if self.family == "yolo" and self.rows is not None:
-            det = decode_rows(outputs[self.rows], self.limit)
+            det = decode_rows(outputs[self.rows], self.limit, self.model_hw)
         elif self.family == "yolo":
             det = decode_yolo(out, self.score_threshold, self.iou, self.limit)
         else:

@@ -310,23 +310,18 @@ class Engine:
         if self.active is not None and self.active.uid == compiled.uid:
             for key, g in self._graphs.items():
                 graphs.setdefault(key, g.model)
+        # Every request first (this may raise: out of memory), then the switch: a failure leaves the running
+        # model exactly as it was.
+        built = {key: _graph(model, compiled.level.requests, on_done) for key, model in graphs.items()}
+        names = [n for n, _t, _s in compiled.info.outputs]
         self._on_done = on_done
         self._level = compiled.level
         self._primary = (*compiled.info.frame_hw, "bgr")
-        names = [n for n, _t, _s in compiled.info.outputs]
         self._ragged = (names.index(NMS_ROWS), names.index(NMS_COUNT)) if NMS_COUNT in names else None
-        self._graphs = {key: self._graph(model) for key, model in graphs.items()}
+        self._graphs = built
         self.idle = list(range(compiled.level.requests))[::-1]
         self._jobs = {}
         self.active = compiled
-
-    def _graph(self, model: ov.CompiledModel) -> _Graph:
-        g = _Graph(model)
-        for job in range(self._level.requests):
-            req = model.create_infer_request()
-            req.set_callback(self._on_done, job)
-            g.requests.append(req)
-        return g
 
     @property
     def batch(self) -> int:
@@ -347,7 +342,7 @@ class Engine:
         sizes without a job in flight beyond ``max_sizes`` (the start-up size stays); returns them."""
         if self.active is None or self.active.uid != uid or key in self._graphs:
             return None
-        g = self._graph(model)
+        g = _graph(model, self._level.requests, self._on_done)  # may raise (memory): nothing changed then
         g.used_ns = time.monotonic_ns()
         self._graphs[key] = g
         busy = {id(job[0]) for job in self._jobs.values()}
@@ -423,6 +418,16 @@ class Engine:
         """Address of a job slot's input tensor data for ``key`` frames (the zero-copy test reads it)."""
         g = self._graphs[key or self._primary]
         return int(g.requests[job].get_input_tensor().data.ctypes.data)
+
+
+def _graph(model: ov.CompiledModel, requests: int, on_done: Callable[[int], None]) -> _Graph:
+    """A graph with one infer request per job slot, each calling ``on_done(slot)`` when done."""
+    g = _Graph(model)
+    for job in range(requests):
+        req = model.create_infer_request()
+        req.set_callback(on_done, job)
+        g.requests.append(req)
+    return g
 
 
 @dataclass

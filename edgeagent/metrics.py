@@ -119,6 +119,12 @@ class _StateCollector(Collector):
             value=st["any_size_frames"],
         )
         yield CounterMetricFamily(
+            "edgeagent_io_thread_cpu_seconds",
+            "CPU time of the I/O thread (sockets, parsing, dispatch, replies, results, bookkeeping): divided by "
+            "the frames processed, the agent's own cost per frame",
+            value=st["io_cpu_s"],
+        )
+        yield CounterMetricFamily(
             "edgeagent_frigate_handshakes",
             "Frigate detector handshakes answered (Frigate handshakes on start and after each timeout)",
             value=st["frigate_handshakes"],

@@ -53,6 +53,16 @@ class NewSize:
 
 
 @dataclass(frozen=True)
+class SizeDropped:
+    """A size request that got no graph: pushed out by newer ones, for a compile no longer running, or
+    ``failed`` to compile (then not asked for again until the next swap)."""
+
+    uid: int
+    key: SizeKey
+    failed: bool
+
+
+@dataclass(frozen=True)
 class SwitchFailed:
     level: int
     reload: bool
@@ -65,7 +75,7 @@ class Switcher:
         engine: Engine,
         ladder: Sequence[ExecLevel],
         model_cfg: ModelConfig,
-        post: Callable[[Swap | SwitchFailed | NewSize], None],
+        post: Callable[[Swap | SwitchFailed | NewSize | SizeDropped], None],
     ) -> None:
         self.engine = engine
         self.ladder = list(ladder)
@@ -93,9 +103,14 @@ class Switcher:
 
     def request_size(self, uid: int, key: SizeKey) -> None:
         """Ask for a graph for ``key`` frames at the running compile ``uid`` (answered with NewSize)."""
+        pushed_out = None
         with self._lock:
             if (uid, key) not in self._sizes:
+                if len(self._sizes) == self._sizes.maxlen:
+                    pushed_out = self._sizes.popleft()
                 self._sizes.append((uid, key))
+        if pushed_out is not None:  # never a silent drop: the loop may ask again
+            self._post(SizeDropped(*pushed_out, failed=False))
         self._wake.set()
 
     def start(self) -> None:
@@ -149,14 +164,16 @@ class Switcher:
     def _compile_size(self, uid: int, key: SizeKey) -> None:
         """A graph for one more frame size at the running compile (level changes and reloads go first)."""
         base = next((c for c in self._cache.values() if c.uid == uid), None)
-        if base is None:
-            return  # another compile runs now: the loop asks again for sizes it still sees
+        if base is None:  # another compile runs now: the loop asks again for sizes it still sees
+            self._post(SizeDropped(uid, key, failed=False))
+            return
         rss0 = psutil.Process().memory_info().rss
         t0 = time.perf_counter()
         try:
             model = self.engine.compile_size(base, key, self.model_cfg)
         except Exception as exc:  # a size that cannot compile keeps running on the any-size graph
             log.error("event=size_compile_failed size=%s error=%s", size_name(key), q(str(exc)[:200]))
+            self._post(SizeDropped(uid, key, failed=True))
             return
         compile_s = time.perf_counter() - t0
         memory = max(0, psutil.Process().memory_info().rss - rss0)

@@ -26,6 +26,9 @@ YOLO_CANDIDATES = [
     (200.0, 250.0, 30.0, 30.0, 2, 0.45),  # a tie with the next, overlapping: the earlier one is kept
     (202.0, 250.0, 30.0, 30.0, 2, 0.45),
 ]
+# Candidate 3 also scores 0.40 as class 0 (above the threshold): one label per box, its best (class 1),
+# as ultralytics decodes; a box is never reported once per class.
+SECOND_SCORES = {3: (0, 0.40)}
 KEPT = (0, 2, 3, 5, 6, 7)  # YOLO_CANDIDATES after threshold 0.25 and class-wise NMS 0.45, best first
 YOLO_CLASSES = 3
 LABELS = ["person", "car", "dog"]
@@ -48,6 +51,8 @@ def yolo_model(path: Path, size: int = 320, candidates_first: bool = False, n: i
     out[0, 4:, :] = 0.001
     for i, (cx, cy, w, h, c, s) in enumerate(YOLO_CANDIDATES):
         out[0, :4, i] = (cx, cy, w, h)
+        out[0, 4 + c, i] = s
+    for i, (c, s) in SECOND_SCORES.items():
         out[0, 4 + c, i] = s
     if candidates_first:
         out = np.ascontiguousarray(out.transpose(0, 2, 1))

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             req.start_async()
             req.wait()
         elif kind == "b":
-            det = to_frame(decode_rows(with_nms.get_output_tensor(rows).data, 100), geo)
+            det = to_frame(decode_rows(with_nms.get_output_tensor(rows).data, 100, info.model_hw), geo)
             found["b"] = len(det)
         else:
             det = to_frame(decode_yolo(plain.get_output_tensor(0).data, args.score, args.iou, 100), geo)

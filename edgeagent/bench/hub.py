@@ -12,6 +12,12 @@ Results go out on a PUB with the header fields ``bench sla`` reads (source, seq,
 receipt to publish). The hub serves for ``--duration-s`` and then prints ``{"received": N}``.
 
     python -m edgeagent.bench.hub PULL_ENDPOINT PUB_ENDPOINT THROUGHPUT|LATENCY [--model M] [--frame-size WxH]
+
+``bench latency`` measures the agent against the REQ/REP hub (``REP`` instead of a hint): what an
+``imagezmq.ImageHub`` user writes in 15 lines, one synchronous ``infer()`` per request and a short
+reply (the top class), LATENCY hint, pre-processing in the graph:
+
+    python -m edgeagent.bench.hub REP_ENDPOINT - REP [--model M] [--frame-size WxH]
 """
 
 from __future__ import annotations
@@ -80,11 +86,38 @@ def serve(pull_ep: str, pub_ep: str, hint: str, cfg: ModelConfig, duration_s: fl
     return 0
 
 
+def serve_rep(endpoint: str, cfg: ModelConfig, duration_s: float) -> int:
+    """The hand-written imagezmq hub: REP socket, parse, infer, reply."""
+    core = ov.Core()
+    model, path = read_model(core, cfg)
+    model, _info = prepare(model, path, cfg)
+    compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    ctx: zmq.Context[Any] = zmq.Context()
+    hub = ctx.socket(zmq.REP)
+    hub.bind(endpoint)
+    print("ready", file=sys.stderr, flush=True)
+    received = 0
+    end = time.monotonic() + duration_s
+    while time.monotonic() < end:
+        if not hub.poll(100):
+            continue
+        header, payload = hub.recv_multipart()
+        received += 1
+        h = json.loads(header)
+        image = np.frombuffer(payload, np.uint8).reshape(h["shape"])[None]
+        scores = compiled(image)[0]
+        hub.send(json.dumps({"msg": h["msg"], "class": int(scores.argmax())}).encode())
+    print(json.dumps({"received": received}), flush=True)
+    hub.close(500)
+    ctx.term()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgeagent.bench.hub")
     p.add_argument("pull")
     p.add_argument("pub")
-    p.add_argument("hint", choices=["THROUGHPUT", "LATENCY"])
+    p.add_argument("hint", choices=["THROUGHPUT", "LATENCY", "REP"])
     p.add_argument("--model")
     p.add_argument("--input-shape")
     p.add_argument("--frame-size")
@@ -97,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         frame_size=coerce(a.frame_size, tuple[int, ...]) if a.frame_size else None,
         cache_dir=a.cache_dir,
     )
+    if a.hint == "REP":
+        return serve_rep(a.pull, cfg, a.duration_s)
     return serve(a.pull, a.pub, a.hint, cfg, a.duration_s)
 
 

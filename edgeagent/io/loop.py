@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from edgeagent.io.slots import JobTimer, Slots
 from edgeagent.io.sockets import Sockets, split_envelope
 from edgeagent.logs import RateLimiter, q
 from edgeagent.models import DYNAMIC, NMS_ROWS, Geometry, ModelInfo, SizeKey, geometry
-from edgeagent.switcher import NewSize, Swap, SwitchFailed
+from edgeagent.switcher import NewSize, SizeDropped, Swap, SwitchFailed
 from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
 
 log = logging.getLogger("edgeagent.io")
@@ -76,7 +77,8 @@ class FrigateModelSaved:
     path: str | None
 
 
-Event = Swap | SwitchFailed | NewSize | NewSLA | ReloadModel | FrigateModelSaved
+Event = Swap | SwitchFailed | NewSize | SizeDropped | NewSLA | ReloadModel | FrigateModelSaved
+EVICTED_COOLDOWN_NS = 30_000_000_000  # a size evicted for max_sizes is not compiled again sooner (no churn)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class IOLoop:
         self._request_switch = request_switch
         self._request_size = request_size
         self._size_requested: set[SizeKey] = set()
+        self._size_failed: set[SizeKey] = set()  # failed to compile at the running compile: not asked again
+        self._size_evicted: dict[SizeKey, int] = {}  # evicted for max_sizes → when
         self.max_sizes = cfg.model.max_sizes
         self.sources_cfg = cfg.sources
         self.on_latency = on_latency
@@ -151,6 +155,7 @@ class IOLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Read by other threads.
+        self.io_cpu_ns = 0
         self.in_flight = 0
         self.last_progress_s = time.monotonic()
         static = tuple(size_name(k) for k in compiled.sizes if k != DYNAMIC)
@@ -344,15 +349,15 @@ class IOLoop:
             log.warning("event=frigate_model_refused model_name=%s reason=%s", q(push.model_name), q(why))
             self._reply(sock, envelope, frigate.push_reply(False))
             return
-        data = push.data.tobytes()
+        data = push.data  # a view of the received message (kept alive by it): no copy on this thread
         path = frigate.model_dir(cfg) / push.model_name
 
         def save() -> None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.part")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
+                with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as fh:
+                    fh.write(data)
+                os.replace(fh.name, path)
                 ok = True
             except OSError as exc:
                 log.error("event=frigate_model_save_failed path=%s error=%s", q(str(path)), q(exc.strerror or str(exc)))
@@ -456,9 +461,7 @@ class IOLoop:
             key = take.frames[0].key
             if not self.engine.has_size(key):
                 self.view = replace(self.view, any_size_frames=self.view.any_size_frames + len(take.frames))
-                if key not in self._size_requested and self._request_size is not None and self.engine.active:
-                    self._size_requested.add(key)
-                    self._request_size(self.engine.active.uid, key)
+                self._maybe_request_size(key, now_ns)
             if self.in_flight == 0:
                 # The watchdog's clock: "no completion for too long while a job runs" starts at this job,
                 # not at the last completion before an idle gap (which made a new job look stalled).
@@ -545,6 +548,10 @@ class IOLoop:
                     self.controller.on_failed(ev.level)
             elif isinstance(ev, NewSize):
                 self._add_size(ev)
+            elif isinstance(ev, SizeDropped):
+                self._size_requested.discard(ev.key)
+                if ev.failed:
+                    self._size_failed.add(ev.key)
             elif isinstance(ev, FrigateModelSaved):
                 self._frigate_saved(ev)
             elif isinstance(ev, NewSLA):
@@ -572,6 +579,7 @@ class IOLoop:
                 self.controller.on_failed(swap.level)
             return
         self._size_requested.clear()  # sizes still without a graph are asked for again at the new compile
+        self._size_failed.clear()
         now_ns = time.monotonic_ns()
         self._level = swap.level
         self._epoch += 1
@@ -627,13 +635,32 @@ class IOLoop:
                     rc.postprocess, info.model_hw, rc.score_threshold, rc.iou_threshold, rc.max_detections, rows=rows
                 )
 
+    def _maybe_request_size(self, key: SizeKey, now_ns: int) -> None:
+        """Ask the switcher for a graph for ``key`` frames: once at a time, never again after it failed
+        at this compile, and not within EVICTED_COOLDOWN_NS of its eviction (more live sizes than
+        max_sizes would otherwise compile for ever)."""
+        if key in self._size_requested or key in self._size_failed or self._request_size is None:
+            return
+        if now_ns - self._size_evicted.get(key, -EVICTED_COOLDOWN_NS) < EVICTED_COOLDOWN_NS:
+            return
+        if self.engine.active is not None:
+            self._size_requested.add(key)
+            self._request_size(self.engine.active.uid, key)
+
     def _add_size(self, ev: NewSize) -> None:
         """A graph for one more frame size: frames of that size run on it from their next job."""
         self._size_requested.discard(ev.key)
-        evicted = self.engine.add_size(ev.uid, ev.key, ev.model, self.max_sizes)
+        try:
+            evicted = self.engine.add_size(ev.uid, ev.key, ev.model, self.max_sizes)
+        except RuntimeError as exc:  # e.g. no memory for its requests: that size stays on the any-size graph
+            log.error("event=size_add_failed size=%s error=%s", size_name(ev.key), q(str(exc)[:200]))
+            self._size_failed.add(ev.key)
+            return
         if evicted is None:
             return  # compiled for a model or level that no longer runs
+        now_ns = time.monotonic_ns()
         for key in evicted:
+            self._size_evicted[key] = now_ns
             log.info("event=size_evicted size=%s reason=max_sizes max_sizes=%d", size_name(key), self.max_sizes)
         self.view = replace(
             self.view,
@@ -647,11 +674,13 @@ class IOLoop:
             return
         self._next_expiry_ns = now_ns + 1_000_000_000
         self.slots.prune()
+        self._size_evicted = {k: t for k, t in self._size_evicted.items() if now_ns - t < EVICTED_COOLDOWN_NS}
         for source in self.accounting.expire(now_ns, int(self.ingest_cfg.source_idle_s * 1e9)):
             self._seq.pop(source, None)
             log.info("event=source_expired source=%s idle_s=%g", q(source), self.ingest_cfg.source_idle_s)
 
     def _tick_window(self) -> None:
+        self.io_cpu_ns = time.thread_time_ns()  # this thread's CPU time (read by the metrics thread)
         self._expire_sources(time.monotonic_ns())
         ws = self.meter.close_if_due(time.monotonic_ns(), self.sla)
         if ws is None:

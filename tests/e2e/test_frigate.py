@@ -178,6 +178,7 @@ def test_a_pushed_model_is_saved_and_loaded_when_pushes_are_on(start_agent: Any,
     assert saved.read_bytes() == det.read_bytes()
     agent.wait_for("event=frigate_model_saved", since=since)
     agent.wait_for("event=model_reloaded", "ch_PP-OCRv4_det_infer.onnx", since=since, timeout_s=120)
+    agent.wait_for("event=level_switched", "reload=True", since=since, timeout_s=120)  # now it runs
     again = FrigateClient(endpoint, "ch_PP-OCRv4_det_infer.onnx", timeout_ms=30_000)
     assert again.ready  # now the model served: available without a push
     again.close()

@@ -105,7 +105,10 @@ class FakeEngine:
         return []
 
     def has_size(self, key: tuple[int, int, str]) -> bool:
-        return True  # one graph for every size: size graphs are tested with the real engine
+        """The model's own size has a graph; any other runs "on the any-size graph" (the fake runs every
+        size alike: the loop's size requests are what is tested with it; graphs, with the real engine)."""
+        assert self.active is not None
+        return key == (*self.active.info.frame_hw, "bgr")
 
     def size_keys(self) -> tuple[tuple[int, int, str], ...]:
         return ()
@@ -130,6 +133,7 @@ class Harness:
         self.engine = engine
         self.accounting = Accounting(cfg.ingest.max_sources)
         self.switch_requests: list[tuple[int, Any]] = []
+        self.size_requests: list[tuple[int, Any]] = []
         self.controller = Controller(cfg.sla, LADDER, level, interference=lambda: 0.0)
         self.sockets = Sockets(cfg, 64 << 20, ctx=self.ctx)
         self.sockets.bind()
@@ -142,6 +146,7 @@ class Harness:
             self.accounting,
             self.controller,
             lambda lv, model, _sizes: self.switch_requests.append((lv, model)),
+            request_size=lambda uid, key: self.size_requests.append((uid, key)),
         )
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edgeagent.switcher import SwitchFailed
+from edgeagent.switcher import SizeDropped, SwitchFailed
 from edgeagent.wire import encode_native
 
 from .fakes import Harness, image, swap_to
@@ -287,3 +287,28 @@ def test_a_frigate_request_older_than_frigates_timeout_is_dropped_late_with_the_
     h.wait("the late drop", lambda: h.counts("frigate")["dropped"] == {"late": 1})
     assert len(h.engine.started) == 1  # never inferred
     r.close()
+
+
+def test_a_new_size_is_asked_for_once_again_after_a_drop_and_never_after_a_failure(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=0)
+    big = (12, 16, "bgr")
+
+    def serve(seq: int) -> None:
+        h.send("a", seq, image(seq, hw=(12, 16)))
+        h.wait(f"frame {seq} started", lambda: len(h.engine.started) == seq + 1)
+        h.engine.finish()
+        h.wait(f"frame {seq} done", lambda: h.counts("a")["processed"] == seq + 1)
+
+    serve(0)
+    serve(1)
+    assert h.size_requests == [(0, big)]  # once while it is pending
+    h.loop.post(SizeDropped(0, big, failed=False))  # pushed out of the switcher's queue
+    serve(2)
+    assert h.size_requests == [(0, big), (0, big)]  # asked again
+    h.loop.post(SizeDropped(0, big, failed=True))
+    serve(3)
+    serve(4)
+    assert len(h.size_requests) == 2  # a size that failed to compile is not asked for again
+    assert h.loop.view.any_size_frames == 5
