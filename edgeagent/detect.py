@@ -117,17 +117,6 @@ def decode_yolo(out: np.ndarray, score_threshold: float, iou: float, limit: int)
     return Detections(classes[keep], scores[keep], boxes[keep])
 
 
-def decode_rows(rows: np.ndarray, limit: int, model_hw: tuple[int, int]) -> Detections:
-    """In-graph NMS rows ``[K, 6]`` (class, score, x1, y1, x2, y2 normalised to the input) → detections
-    in input pixels, best first (a stable sort: equal scores keep the graph's order)."""
-    rows = rows.reshape(-1, 6)
-    order = np.argsort(-rows[:, 1], kind="stable")[:limit]
-    rows = rows[order]
-    mh, mw = model_hw
-    boxes = (rows[:, 2:6] * np.array([mw, mh, mw, mh], np.float32)).astype(np.float32)
-    return Detections(rows[:, 0].astype(np.int64), rows[:, 1].astype(np.float32), boxes)
-
-
 def decode_ssd(out: np.ndarray, score_threshold: float, limit: int, model_hw: tuple[int, int]) -> Detections:
     """``[1, 1, N, 7]`` normalised rows → detections in model-input pixels (the model did the NMS)."""
     rows = out.reshape(-1, 7) if out.size % 7 == 0 and out.shape[-1] == 7 else None
@@ -178,12 +167,31 @@ class Decoder:
         self.limit = limit
         self.output = output
         self.rows = rows
+        self._affine: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _rows_to_frame(self, rows: np.ndarray, geo: Geometry) -> Detections:
+        """In-graph NMS rows (normalised boxes, best first, at most ``limit``) straight to frame pixels
+        with one multiply-add and a clip: this runs right after an inference, when every numpy call costs
+        several times what it does warm, so the fewer the better."""
+        aff = self._affine.get(geo.frame_hw)
+        if aff is None:
+            if len(self._affine) > 64:
+                self._affine.clear()
+            mh, mw = self.model_hw
+            h, w = geo.frame_hw
+            scale = np.array([mw / geo.sx, mh / geo.sy, mw / geo.sx, mh / geo.sy], np.float32)
+            shift = np.array([geo.left / geo.sx, geo.top / geo.sy] * 2, np.float32)
+            aff = self._affine[geo.frame_hw] = (scale, shift, np.array([w, h, w, h], np.float32))
+        scale, shift, hi = aff
+        r = rows.reshape(-1, 6)[: self.limit]
+        boxes = np.clip(r[:, 2:6] * scale - shift, 0, hi)
+        return Detections(r[:, 0].astype(np.int64), r[:, 1].copy(), boxes)
 
     def __call__(self, outputs: Sequence[np.ndarray], geo: Geometry) -> Detections:
         out = outputs[self.output]
         if self.family == "yolo" and self.rows is not None:
-            det = decode_rows(outputs[self.rows], self.limit, self.model_hw)
-        elif self.family == "yolo":
+            return self._rows_to_frame(outputs[self.rows], geo)
+        if self.family == "yolo":
             det = decode_yolo(out, self.score_threshold, self.iou, self.limit)
         else:
             det = decode_ssd(out, self.score_threshold, self.limit, self.model_hw)

@@ -29,7 +29,7 @@ import openvino as ov
 
 from edgeagent.bench.latency import _machine
 from edgeagent.config import ModelConfig, coerce
-from edgeagent.detect import decode_rows, decode_yolo, to_frame
+from edgeagent.detect import Decoder, decode_yolo, to_frame
 from edgeagent.engine import LEVEL0, CpuPlan, Engine
 from edgeagent.errors import ConfigError
 from edgeagent.models import geometry
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with_nms.set_input_tensor(tensor)
     plain.set_input_tensor(tensor)
     geo = geometry((h, w), info)
+    decoder = Decoder("yolo", info.model_hw, args.score, args.iou, 100, rows=1)
     samples: dict[str, list[list[float]]] = {"a": [], "b": [], "d": [], "e": []}
     found = {"b": 0, "d": 0}
 
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             req.start_async()
             req.wait()
         elif kind == "b":
-            det = to_frame(decode_rows(with_nms.get_output_tensor(rows).data, 100, info.model_hw), geo)
+            det = decoder([with_nms.get_output_tensor(0).data, with_nms.get_output_tensor(rows).data], geo)
             found["b"] = len(det)
         else:
             det = to_frame(decode_yolo(plain.get_output_tensor(0).data, args.score, args.iou, 100), geo)
