@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import logging
 import signal
 import sys
@@ -161,6 +162,10 @@ class Agent:
             q(f"http://{self.metrics_address[0]}:{self.metrics_address[1]}/metrics" if self.metrics_address else "off"),
         )
         log.info("%s", _ready_line(eps, self.metrics_address, cfg, info))
+        # Everything allocated so far (modules, the model's Python objects) lives as long as the process:
+        # move it out of the collector's generations, so a full collection never walks it mid-frame.
+        gc.collect()
+        gc.freeze()
         self.notifier.notify("READY=1", f"STATUS={self._status_line()}")
 
     def _post(self, event: Any) -> None:

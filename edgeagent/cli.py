@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--json", type=Path, help="write results as JSON here")
     from edgeagent.bench.detect import add_parser as add_detect
     from edgeagent.bench.dispatch import add_parser as add_dispatch
+    from edgeagent.bench.hotpath import add_parser as add_hotpath
     from edgeagent.bench.sizes import add_parser as add_sizes
     from edgeagent.bench.sla import add_parser as add_sla
     from edgeagent.bench.soak import add_parser as add_soak
@@ -337,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sla(bsub)
     add_sizes(bsub)
     add_detect(bsub)
+    add_hotpath(bsub)
     add_soak(bsub)
     add_dispatch(bsub)
     return p
@@ -398,6 +400,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from edgeagent.bench.soak import main as bench_soak
 
         return bench_soak(args)
+    if args.command == "bench" and args.bench_command == "hotpath":
+        from edgeagent.bench.hotpath import main as bench_hotpath
+
+        return bench_hotpath(args)
     if args.command == "bench" and args.bench_command == "detect":
         from edgeagent.bench.detect import main as bench_detect
 

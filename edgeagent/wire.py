@@ -188,6 +188,13 @@ def _jpeg_image(payload: memoryview, limits: FrameLimits, source: str) -> np.nda
     return np.asarray(image)
 
 
+# imagezmq header bytes → (source, (H, W, C)) for raw frames: a camera sends the same header bytes with
+# every frame, so it is decoded and checked once (bounded; cleared when full). Limits-independent
+# checks only: the payload size is checked against the shape on every frame.
+_IMAGEZMQ_HEADERS: dict[bytes, tuple[str, tuple[int, int, int], int]] = {}
+_HEADER_CACHE_MAX = 1024
+
+
 def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
     """Validate a two-part message and return a :class:`Frame` (``seq`` -1: assign one on receipt).
 
@@ -196,6 +203,14 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
     """
     if len(parts) != 2:
         raise BadFrame("parts", f"{len(parts)} message parts, expected 2 (header, payload)")
+    raw_header = getattr(parts[0], "bytes", None) if not isinstance(parts[0], bytes) else parts[0]
+    cached = _IMAGEZMQ_HEADERS.get(raw_header) if raw_header is not None else None
+    if cached is not None:
+        source, shape, declared = cached
+        payload = _as_memoryview(parts[1])
+        if payload.nbytes == declared and declared <= limits.max_payload_bytes:
+            image = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+            return Frame(source, -1, image, rx_ns, None, "imagezmq", "raw", parts[1], pix=_PIX_BY_CHANNELS[shape[2]])
     header = _decode_header(parts[0], limits)
     payload = _as_memoryview(parts[1])
     if "v" in header:
@@ -222,6 +237,10 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
     if "dtype" in header or "shape" in header:
         image = _raw_image(header, payload, limits, source)
         encoding = "raw"
+        if raw_header is not None:
+            if len(_IMAGEZMQ_HEADERS) >= _HEADER_CACHE_MAX:
+                _IMAGEZMQ_HEADERS.clear()
+            _IMAGEZMQ_HEADERS[bytes(raw_header)] = (source, image.shape, image.nbytes)
     else:
         image = _jpeg_image(payload, limits, source)
         encoding = "jpeg"

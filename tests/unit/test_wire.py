@@ -143,3 +143,14 @@ def test_sides_are_bounded() -> None:
     f = parse_frame([hdr(msg="c", dtype="uint8", shape=[10, 20, 3]), bytes(600)], limits, 0)
     assert f.image.shape == (10, 20, 3)
     assert reject([hdr(msg="c", dtype="uint8", shape=[10, 200, 3]), bytes(6000)], limits).reason == "shape"
+
+
+def test_a_repeated_imagezmq_header_is_parsed_once_and_still_checked_every_frame() -> None:
+    parts = as_bytes(encode_imagezmq("repeat-cam", IMG))
+    first = parse_frame(parts, LIMITS, 1)
+    second = parse_frame([parts[0], bytes(reversed(parts[1]))], LIMITS, 2)  # same header bytes, new pixels
+    assert (second.source, second.pix, second.image.shape, second.rx_ns) == ("repeat-cam", "bgr", (48, 64, 3), 2)
+    assert np.array_equal(first.image, IMG) and np.array_equal(second.image, IMG.reshape(-1)[::-1].reshape(IMG.shape))
+    assert reject([parts[0], parts[1][:-1]]).reason == "size"  # the payload is checked on every frame
+    small = FrameLimits(max_payload_bytes=100, max_header_bytes=512)
+    assert reject(parts, small).reason == "oversize"  # and the limits of the socket it came in on
