@@ -40,10 +40,21 @@ T = TypeVar("T")
 Counts = dict[str, dict[str, float]]
 
 
+_ISSUED_PORTS: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, and never one this test process handed out before: the
+    kernel may offer the port it just freed again, and an agent given the same port for two sockets
+    cannot start ("Address already in use")."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _ISSUED_PORTS:
+            _ISSUED_PORTS.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port in 100 tries")
 
 
 def wait_until(
