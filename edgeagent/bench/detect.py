@@ -46,6 +46,18 @@ def _nudenet() -> str | None:
     return str(p) if p.exists() else None
 
 
+def _picture() -> tuple[np.ndarray, str]:
+    """A real photograph (matplotlib's grace_hopper.jpg) as BGR, or noise without matplotlib."""
+    try:
+        from matplotlib.cbook import get_sample_data
+        from PIL import Image
+
+        photo = Image.open(get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+        return np.ascontiguousarray(np.asarray(photo)[..., ::-1]), "grace_hopper.jpg"
+    except ImportError:
+        return np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8), "noise"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     path = args.model or _nudenet()
     if path is None:
@@ -55,16 +67,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = Engine(cfg, CpuPlan.make(None), yolo_nms=(args.score, args.iou, 100))
     compiled = engine.compile(LEVEL0)
     info = compiled.info
-    try:
-        from matplotlib.cbook import get_sample_data
-        from PIL import Image
-
-        photo = Image.open(get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
-        frame = np.ascontiguousarray(np.asarray(photo)[..., ::-1])
-        picture = "grace_hopper.jpg"
-    except ImportError:
-        frame = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-        picture = "noise"
+    frame, picture = _picture()
     h, w = frame.shape[:2]
     key = (h, w, "bgr")
     with_nms = engine.compile_size(compiled, key, cfg).create_infer_request()
@@ -146,7 +149,108 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_agents(args: argparse.Namespace) -> dict[str, Any]:
+    """End to end: two real agents on the same model (``--static``), one with ``--postprocess none``,
+    one with ``--postprocess yolo`` (and ``--labels``-free JSON boxes); a REQ camera sends the same
+    frame to each in turn (shuffled), paced; the round trip p50/p99 ratio, median over rounds."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import zmq
+
+    from edgeagent.bench.latency import free_port
+    from edgeagent.wire import encode_imagezmq
+
+    path = args.model or _nudenet()
+    if path is None:
+        raise ConfigError("no detector: pass --model (ultralytics format), or pip install --no-deps nudenet==3.4.2")
+    shape = args.input_shape or "1,3,640,640"
+    frame = _picture()[0]
+    parts = encode_imagezmq("bench", frame)
+    procs, socks = {}, {}
+    ctx: zmq.Context[Any] = zmq.Context()
+    tmp = Path(tempfile.mkdtemp(prefix="edgeagent-bench-detect-"))
+    try:
+        for name in ("none", "yolo"):
+            ep = f"tcp://127.0.0.1:{free_port()}"
+            cmd = [sys.executable, "-m", "edgeagent", "run", "--static", "--listen", ep, "--pull", "", "--results", ""]
+            cmd += ["--metrics", "", "--model", path, "--input-shape", shape, "--rgb", "--scale", "255"]
+            cmd += ["--resize", "letterbox", "--postprocess", name, "--log-level", "warning"]
+            with (tmp / f"{name}.log").open("wb") as log:
+                procs[name] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+            s = socks[name] = ctx.socket(zmq.REQ)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(ep)
+
+        def send(name: str) -> tuple[float, dict[str, Any]]:
+            t0 = time.perf_counter_ns()
+            socks[name].send_multipart(parts, copy=False)
+            if not socks[name].poll(120_000):
+                raise RuntimeError(f"agent --postprocess {name} did not answer; log in {tmp}")
+            reply = json.loads(socks[name].recv())
+            return (time.perf_counter_ns() - t0) / 1e6, reply
+
+        for name in procs:
+            reply = send(name)[1]
+            if reply.get("status") != "ok":
+                raise RuntimeError(f"agent --postprocess {name} replied {reply}")
+        for _ in range(10):
+            for name in procs:
+                send(name)
+        per: dict[str, list[list[float]]] = {"none": [], "yolo": []}
+        found = 0
+        for _ in range(args.rounds):
+            xs: dict[str, list[float]] = {"none": [], "yolo": []}
+            for _ in range(args.per_round):
+                order = ["none", "yolo"]
+                random.shuffle(order)
+                for name in order:
+                    dt, reply = send(name)
+                    xs[name].append(dt)
+                    found = len(reply.get("detections", [])) if name == "yolo" else found
+                    time.sleep(0.01)  # paced like a camera
+            for name in per:
+                per[name].append(xs[name])
+    finally:
+        for s in socks.values():
+            s.close(0)
+        ctx.term()
+        for p in procs.values():
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    out: dict[str, Any] = {"model": path, "input": shape, "detections": found, "machine": _machine()}
+    for q in (50, 99):
+        r = [percentile(y, q) / percentile(n, q) - 1 for n, y in zip(per["none"], per["yolo"])]
+        out[f"p{q}"] = {
+            "none_ms": round(statistics.median(percentile(x, q) for x in per["none"]), 3),
+            "yolo_ms": round(statistics.median(percentile(x, q) for x in per["yolo"]), 3),
+            "added": round(statistics.median(r), 4),
+            "added_range": [round(min(r), 4), round(max(r), 4)],
+        }
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.agents:
+        r = run_agents(args)
+        print(
+            f"bench detect --agents: {r['model']} input {r['input']}, {r['detections']} detections, "
+            f"{args.rounds} rounds x {args.per_round}, {r['machine']}"
+        )
+        for q in ("p50", "p99"):
+            x = r[q]
+            lo, hi = x["added_range"]
+            print(
+                f"{q}: --postprocess none {x['none_ms']:.3f} ms, yolo {x['yolo_ms']:.3f} ms: "
+                f"+{100 * x['added']:.2f} % (rounds {100 * lo:.2f}..{100 * hi:.2f} %)"
+            )
+        if args.json:
+            args.json.write_text(json.dumps(r, indent=2))
+        return 0
     r = run(args)
     print(format_table(r))
     if args.json:
@@ -162,4 +266,5 @@ def add_parser(bsub: Any) -> None:
     p.add_argument("--iou", type=float, default=0.45)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--per-round", type=int, default=60)
+    p.add_argument("--agents", action="store_true", help="end to end: an agent with and one without post-processing")
     p.add_argument("--json", type=Path, help="write results as JSON here")

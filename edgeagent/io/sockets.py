@@ -12,6 +12,7 @@ the I/O thread touches the sockets (pyzmq sockets are not thread-safe) until :me
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from edgeagent.errors import EndpointError
 from edgeagent.security import Guard
 
 Kind = Literal["listen", "pull", "connect", "publish", "frigate"]
+_monitor_ids = itertools.count()
 PUB_SNDHWM = 256  # results per subscriber buffered before PUB drops (it never blocks)
 
 
@@ -93,7 +95,10 @@ class Sockets:
         if kind != "publish":
             events |= zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
         if events:
-            self.monitors[sock.get_monitor_socket(events)] = (sock, kind, ep)
+            # A name of our own: pyzmq's default is derived from the socket's file descriptor, which a
+            # socket closed moments ago may still hold in the context (its close is asynchronous).
+            addr = f"inproc://edgeagent-monitor-{os.getpid()}-{next(_monitor_ids)}"
+            self.monitors[sock.get_monitor_socket(events, addr)] = (sock, kind, ep)
 
     def endpoints(self) -> dict[str, list[str]]:
         """Actual endpoints by kind (after binding port 0 or wildcards), for logs and tests."""
