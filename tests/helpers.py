@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 import zmq
 
+from edgeagent.bench import free_port
 from edgeagent.publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,23 +38,6 @@ T = TypeVar("T")
 
 # Per source: frames received, processed, dropped and rejected (the agent's frames_total counter).
 Counts = dict[str, dict[str, float]]
-
-
-_ISSUED_PORTS: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now, and never one this test process handed out before: the
-    kernel may offer the port it just freed again, and an agent given the same port for two sockets
-    cannot start ("Address already in use")."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _ISSUED_PORTS:
-            _ISSUED_PORTS.add(port)
-            return port
-    raise RuntimeError("no fresh loopback port in 100 tries")
 
 
 def wait_until(

@@ -159,7 +159,7 @@ def run_agents(args: argparse.Namespace) -> dict[str, Any]:
 
     import zmq
 
-    from edgeagent.bench.latency import free_port
+    from edgeagent.bench import free_port
     from edgeagent.wire import encode_imagezmq
 
     path = args.model or _nudenet()

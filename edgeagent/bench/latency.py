@@ -31,7 +31,6 @@ import math
 import multiprocessing as mp
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,26 +42,11 @@ from typing import Any
 import numpy as np
 import zmq
 
+from edgeagent.bench import free_port
 from edgeagent.tools import parse_size, percentile
 from edgeagent.wire import encode_imagezmq
 
 GAP_S = 0.005  # pause between samples: each measurement starts from an idle receiver, like a camera
-
-
-_ISSUED_PORTS: set[int] = set()
-
-
-def free_port() -> int:
-    """A free loopback port, never one handed out before in this process (the kernel may offer a port it
-    just freed again: two peers given the same port would not start)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _ISSUED_PORTS:
-            _ISSUED_PORTS.add(port)
-            return port
-    raise RuntimeError("no fresh loopback port in 100 tries")
 
 
 def _echo_server(endpoint: str) -> None:

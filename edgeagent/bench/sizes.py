@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edgeagent.bench.latency import _machine, free_port
+from edgeagent.bench import free_port
+from edgeagent.bench.latency import _machine
 from edgeagent.tools import parse_size, percentile
 from edgeagent.wire import encode_imagezmq
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import zmq
 
-from edgeagent.bench.latency import _machine, free_port
+from edgeagent.bench import free_port
+from edgeagent.bench.latency import _machine
 from edgeagent.tools import parse_size, percentile
 
 HOG_CODE = "import sys,time\nend=time.time()+float(sys.argv[1])\nwhile time.time()<end: pass\n"

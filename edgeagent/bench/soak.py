@@ -22,7 +22,8 @@ import numpy as np
 import psutil
 import zmq
 
-from edgeagent.bench.latency import _machine, free_port
+from edgeagent.bench import free_port
+from edgeagent.bench.latency import _machine
 from edgeagent.publisher import Publisher
 from edgeagent.tools import parse_size, percentile, scrape
 

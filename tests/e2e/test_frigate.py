@@ -24,8 +24,15 @@ for row, (cx, cy, w, h, c, s) in enumerate(YOLO_CANDIDATES[i] for i in KEPT):
 
 
 def start_frigate_agent(start_agent: Any, tmp_path: Path, *extra: str) -> tuple[Any, str]:
+    """An agent serving Frigate with the synthetic YOLO model. Its Frigate timeout is the clients' here
+    (30 s), not Frigate's 200 ms default, unless a test's --config says otherwise: on a loaded machine a
+    request may wait longer than 200 ms, and would be dropped as late (tests/loop tests that rule)."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     model = yolo_model(tmp_path / "yolov8n.xml")
+    if "--config" not in extra:
+        cfg = tmp_path / "frigate-timeout.toml"
+        cfg.write_text("[frigate]\nrequest_timeout_ms = 30000\n")
+        extra = ("--config", str(cfg), *extra)
     agent = start_agent(
         "--model", str(model), "--postprocess", "yolo", "--precision", "f32", "--frigate", endpoint, *extra
     )
@@ -161,7 +168,9 @@ def test_a_pushed_model_is_saved_and_loaded_when_pushes_are_on(start_agent: Any,
     if det is None:
         pytest.fail("rapidocr-openvino is not installed: .ci/run installs it (pip install --no-deps)")
     cfg = tmp_path / "agent.toml"
-    cfg.write_text(f'[frigate]\naccept_models = true\nmodel_dir = "{tmp_path / "pushed"}"\n')
+    cfg.write_text(
+        f'[frigate]\naccept_models = true\nrequest_timeout_ms = 30000\nmodel_dir = "{tmp_path / "pushed"}"\n'
+    )
     # PP-OCR det has a dynamic input: --input-shape resolves it for the pushed model (and fits the synthetic one).
     agent, endpoint = start_frigate_agent(start_agent, tmp_path, "--config", str(cfg), "--input-shape", "1,3,320,320")
     since = len(agent.lines)

@@ -99,17 +99,36 @@ def wait_received(agent: AgentProcess, total: int, timeout_s: float = 120) -> Co
     return wait_until(idle, timeout_s, lambda: f"{total} received and settled: {outcome_counts(agent)}", agent.log, 0.2)
 
 
+def served_probe(agent: Any) -> int:
+    """A good frame gets a result; returns the frames sent. On a loaded machine a frame can be dropped
+    as late (the job-time estimate is within a millisecond of the SLA): then it is answered so, and the
+    next one is tried."""
+    image = np.frombuffer(GOOD, np.uint8).reshape(224, 224, 3)
+    sent = 0
+    with Publisher(agent.listen, source="probe", mode="req", timeout_s=10) as probe:
+
+        def served() -> bool:
+            nonlocal sent
+            sent += 1
+            reply = probe.send(image)
+            assert isinstance(reply, dict) and reply["status"] in ("ok", "dropped"), reply
+            assert reply["status"] == "ok" or reply["reason"] == "late", reply
+            return bool(reply["status"] == "ok")
+
+        wait_until(served, 60, "a result for a good frame", agent.log, 0.2)
+    return sent
+
+
 def test_fuzz_every_ingest_mode(start_agent: Any) -> None:
     rng = random.Random(20261124)
     pub_port = free_port()
     agent = start_agent("--connect", f"tcp://127.0.0.1:{pub_port}", "--max-sources", "16")
     ctx = zmq.Context.instance()
-    with Publisher(agent.listen, source="probe", mode="req", timeout_s=10) as probe:
-        assert probe.send(np.frombuffer(GOOD, np.uint8).reshape(224, 224, 3))["status"] == "ok"  # type: ignore[index]
+    probes = served_probe(agent)
     time.sleep(1.0)
     rss0 = agent.scrape()["edgeagent_process_resident_memory_bytes"]
     expected: Counter[str] = Counter()
-    total = 1  # the probe
+    total = probes
 
     # 1) PULL: a PUSH socket (reliable: blocks at the high-water mark instead of dropping).
     push = ctx.socket(zmq.PUSH)
@@ -182,13 +201,12 @@ def test_fuzz_every_ingest_mode(start_agent: Any) -> None:
     for reason, n in expected.items():
         if reason != "valid":
             assert c[reason] == n, (reason, c[reason], n)
-    valid_seen = expected["valid"] + 1 + join_count
+    valid_seen = expected["valid"] + probes + join_count
     assert c["processed"] + c["dropped"] == valid_seen
     assert c["received"] == c["processed"] + c["dropped"] + sum(expected[r] for r in expected if r != "valid")
     assert sum(expected.values()) >= 10_000
     # Still healthy and answering, memory back near its baseline.
-    with Publisher(agent.listen, source="probe", mode="req", timeout_s=10) as probe:
-        assert probe.send(np.frombuffer(GOOD, np.uint8).reshape(224, 224, 3))["status"] == "ok"  # type: ignore[index]
+    served_probe(agent)
     time.sleep(1.0)
     rss1 = agent.scrape()["edgeagent_process_resident_memory_bytes"]
     assert rss1 - rss0 < 32 * 2**20, (rss0, rss1)
