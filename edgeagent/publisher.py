@@ -70,6 +70,10 @@ class Publisher:
         if self.mode == "push":
             # Never block the camera loop: a full pipe means the agent is behind; drop here too.
             s.setsockopt(zmq.SNDHWM, 4)
+        if self.mode == "req":
+            # A REQ with no connection to send on (the agent refused the handshake, or is down) blocks
+            # in send: bounded by the same timeout as the reply.
+            s.setsockopt(zmq.SNDTIMEO, max(1, int(self.timeout_s * 1000)))
         if self.mode == "pub":
             s.bind(self.endpoint)
         else:
@@ -98,8 +102,13 @@ class Publisher:
             except zmq.Again:
                 self.dropped += 1
             return None
-        self._sock.send_multipart(parts, copy=False)
-        if self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+        try:
+            self._sock.send_multipart(parts, copy=False)
+        except zmq.Again:  # not even sent in time: the same as no reply
+            sent = False
+        else:
+            sent = True
+        if sent and self._sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
             reply = self._sock.recv()
             try:
                 parsed = json.loads(reply)
