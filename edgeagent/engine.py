@@ -120,7 +120,7 @@ class Compiled:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Completion:
     """What OpenVINO's callback hands back for one submitted job."""
 

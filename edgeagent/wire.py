@@ -80,7 +80,7 @@ class FrameLimits:
         return ACCEPTED.format(side=self.max_side, cap=self.max_payload_bytes)
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     """A validated frame. ``image`` is HxWxC uint8 (C 1, 3 or 4, channel order ``pix``); for raw payloads
     it is a view of the received ZeroMQ buffer (no copy), kept alive by ``keepalive``."""

@@ -16,7 +16,7 @@ import numpy as np
 from edgeagent.wire import Frame
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Timing:
     """One frame's latencies inside the agent, in ms: ``total`` = receipt to result, ``queue`` =
     receipt to inference start, ``inference`` = OpenVINO's request latency."""

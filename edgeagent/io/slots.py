@@ -42,7 +42,7 @@ from edgeagent.wire import Frame
 DEADLINE_SLACK_NS = 2_000_000
 
 
-@dataclass
+@dataclass(slots=True)
 class Take:
     """What :meth:`Slots.take` decided: ``frames`` to start as one job (empty when nothing should start
     now), and ``expired`` and ``late`` frames for the caller to drop with those reasons."""
