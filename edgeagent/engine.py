@@ -346,13 +346,12 @@ class Engine:
         g.used_ns = time.monotonic_ns()
         self._graphs[key] = g
         busy = {id(job[0]) for job in self._jobs.values()}
-        evicted = []
-        for k in self.size_keys():
-            if sum(1 for x in self._graphs if x not in (DYNAMIC, self._primary)) <= max_sizes:
-                break
-            if k not in (key, self._primary) and id(self._graphs[k]) not in busy:
-                del self._graphs[k]
-                evicted.append(k)
+        excess = sum(1 for k in self._graphs if k not in (DYNAMIC, self._primary)) - max_sizes
+        evicted = [k for k in self.size_keys() if k not in (key, self._primary) and id(self._graphs[k]) not in busy][
+            : max(0, excess)
+        ]
+        for k in evicted:
+            del self._graphs[k]
         return evicted
 
     def submit(self, frames: list[Frame]) -> None:

@@ -37,7 +37,7 @@ import numpy as np
 from edgeagent.config import FrigateConfig
 from edgeagent.detect import Detections
 from edgeagent.errors import BadFrame
-from edgeagent.wire import Frame, FrameLimits, _as_memoryview
+from edgeagent.wire import Frame, FrameLimits, as_memoryview
 
 SOURCE = "frigate"
 ROWS = 20
@@ -61,7 +61,7 @@ class ModelPush:
 
 
 def _header(part: Any, limits: FrameLimits) -> dict[str, Any]:
-    raw = _as_memoryview(part)
+    raw = as_memoryview(part)
     if raw.nbytes > limits.max_header_bytes:
         raise BadFrame("header_size", f"header is {raw.nbytes} bytes, limit {limits.max_header_bytes}", SOURCE)
     try:
@@ -131,13 +131,13 @@ def parse(parts: Sequence[Any], cfg: FrigateConfig, limits: FrameLimits, rx_ns: 
     if header.get("model_data") is True:
         if len(parts) != 2:
             raise BadFrame("parts", "a model push is [header, model bytes]", SOURCE)
-        return ModelPush(_model_name(header), _as_memoryview(parts[1]))
+        return ModelPush(_model_name(header), as_memoryview(parts[1]))
     if len(parts) != 2:
         raise BadFrame("parts", "an inference request is [header, tensor]", SOURCE)
     model_type = header.get("model_type")
     if model_type is not None and model_type not in MODEL_TYPES:
         raise BadFrame("keys", f"model_type {str(model_type)[:32]!r} is not one of {', '.join(MODEL_TYPES)}", SOURCE)
-    image = _image(header, _as_memoryview(parts[1]), cfg, limits)
+    image = _image(header, as_memoryview(parts[1]), cfg, limits)
     return Frame(SOURCE, -1, image, rx_ns, None, "frigate", "raw", parts[1], pix=cfg.pixel_format)
 
 

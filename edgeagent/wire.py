@@ -109,7 +109,7 @@ class Frame:
         return (self.image.shape[0], self.image.shape[1], self.pix)
 
 
-def _as_memoryview(part: Any) -> memoryview:
+def as_memoryview(part: Any) -> memoryview:
     buf = getattr(part, "buffer", None)
     if buf is not None:
         return memoryview(buf)  # zmq.Frame from recv_multipart(copy=False): a writable view
@@ -117,7 +117,7 @@ def _as_memoryview(part: Any) -> memoryview:
 
 
 def _decode_header(part: Any, limits: FrameLimits) -> dict[str, Any]:
-    raw = _as_memoryview(part)
+    raw = as_memoryview(part)
     if raw.nbytes > limits.max_header_bytes:
         raise BadFrame("header_size", f"header is {raw.nbytes} bytes, limit {limits.max_header_bytes}")
     try:
@@ -207,12 +207,12 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
     cached = _IMAGEZMQ_HEADERS.get(raw_header) if raw_header is not None else None
     if cached is not None:
         source, shape, declared = cached
-        payload = _as_memoryview(parts[1])
+        payload = as_memoryview(parts[1])
         if payload.nbytes == declared and declared <= limits.max_payload_bytes:
             image = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
             return Frame(source, -1, image, rx_ns, None, "imagezmq", "raw", parts[1], pix=_PIX_BY_CHANNELS[shape[2]])
     header = _decode_header(parts[0], limits)
-    payload = _as_memoryview(parts[1])
+    payload = as_memoryview(parts[1])
     if "v" in header:
         if header["v"] != NATIVE_VERSION:
             raise BadFrame("keys", f"native protocol version {header['v']!r} is not supported (1)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 
 _ISSUED_PORTS: set[int] = set()
 
@@ -19,3 +20,13 @@ def free_port() -> int:
             _ISSUED_PORTS.add(port)
             return port
     raise RuntimeError("no fresh loopback port in 100 tries")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this benchmark started: SIGTERM (an agent drains and exits), then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -159,7 +159,7 @@ def run_agents(args: argparse.Namespace) -> dict[str, Any]:
 
     import zmq
 
-    from edgeagent.bench import free_port
+    from edgeagent.bench import free_port, stop_process
     from edgeagent.wire import encode_imagezmq
 
     path = args.model or _nudenet()
@@ -217,11 +217,7 @@ def run_agents(args: argparse.Namespace) -> dict[str, Any]:
             s.close(0)
         ctx.term()
         for p in procs.values():
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop_process(p)
     out: dict[str, Any] = {"model": path, "input": shape, "detections": found, "machine": _machine()}
     for q in (50, 99):
         r = [percentile(y, q) / percentile(n, q) - 1 for n, y in zip(per["none"], per["yolo"])]

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edgeagent.bench import free_port
+from edgeagent.bench import free_port, stop_process
 from edgeagent.tools import parse_size, percentile
 from edgeagent.wire import encode_imagezmq
 
@@ -101,12 +101,7 @@ class _Peers:
 
     def stop(self) -> None:
         for p in (self.agent, self.hub):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+            stop_process(p)
         if self._log:
             self._log.close()
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from edgeagent.bench import free_port
+from edgeagent.bench import free_port, stop_process
 from edgeagent.bench.latency import _machine
 from edgeagent.tools import parse_size, percentile
 from edgeagent.wire import encode_imagezmq
@@ -83,12 +83,7 @@ class _Agent:
     def stop(self) -> None:
         self.sock.close(linger=0)
         self.ctx.term()
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc)
         self._fh.close()
 
 

@@ -371,10 +371,14 @@ class IOLoop:
         self._reply(ev.sock, ev.envelope, frigate.push_reply(ev.path is not None))
         if ev.path is not None:
             log.info("event=frigate_model_saved path=%s reload=true", q(ev.path))
-            model = replace(self.model_cfg, path=ev.path)
-            self.model_cfg = model
-            pending = self.controller.view.pending
-            self._request_switch(self._level if pending is None else pending, model, self.engine.size_keys())
+            self.model_cfg = replace(self.model_cfg, path=ev.path)
+            self._reload(self.model_cfg)
+
+    def _reload(self, model: ModelConfig) -> None:
+        """Compile ``model`` (SIGHUP, a Frigate push) with the sizes in use, at the level a pending change
+        is heading to, so the reload does not undo it."""
+        pending = self.controller.view.pending
+        self._request_switch(self._level if pending is None else pending, model, self.engine.size_keys())
 
     def _peer_events(self, monitor: zmq.Socket[Any]) -> None:
         for ev in self.sockets.events(monitor):
@@ -412,18 +416,12 @@ class IOLoop:
             f"reject:{bad.reason}:{label}",
             f"event=frame_rejected source={q(bad.source or '-')} reason={bad.reason} detail={q(bad.detail)}",
         )
-        self._reply(
-            sock, envelope, frigate.ZERO_REPLY if frigate_kind else error_reply(bad.reason, bad.detail, bad.source)
-        )
+        self._reply(sock, envelope, _error_body(frigate_kind, bad.reason, bad.detail, bad.source))
 
     def _drop(self, frame: Frame, reason: str) -> None:
         self.accounting.dropped(self.accounting.label(frame.source), reason)
         self.meter.frame_dropped()
-        body = (
-            frigate.ZERO_REPLY
-            if frame.fmt == "frigate"
-            else error_reply(reason, f"frame {frame.seq} {reason}", frame.source)
-        )
+        body = _error_body(frame.fmt == "frigate", reason, f"frame {frame.seq} {reason}", frame.source)
         self._reply(frame.reply_sock, frame.envelope, body)
 
     def _warn(self, key: str, message: str) -> None:
@@ -559,9 +557,8 @@ class IOLoop:
                 self.sla = ev.sla
                 self.controller.set_sla(ev.sla)
                 self.job_timer.stale_ns = int(ev.sla.window_s * 1e9)
-            else:  # ReloadModel: at the level a pending change is heading to, so the reload does not undo it
-                pending = self.controller.view.pending
-                self._request_switch(self._level if pending is None else pending, ev.model, self.engine.size_keys())
+            else:
+                self._reload(ev.model)
         if self._swap is not None and self.in_flight == 0:
             self._apply_swap(self._swap)
             self._swap = None
@@ -733,6 +730,12 @@ class IOLoop:
             self._read(s, kind, stopping=True)
         if self.in_flight:
             log.error("event=shutdown_incomplete in_flight=%d", self.in_flight)
+
+
+def _error_body(frigate_kind: bool, reason: str, detail: str, source: str | None) -> bytes | list[bytes]:
+    """What a sender gets for a rejected or dropped message: Frigate, the zero result (any other reply
+    would end its detector); everyone else, the named reason."""
+    return frigate.ZERO_REPLY if frigate_kind else error_reply(reason, detail, source)
 
 
 def _drain_eventfd(fd: int) -> None:
