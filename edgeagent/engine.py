@@ -129,6 +129,7 @@ class Completion:
     submit_ns: int
     infer_ms: float
     error: str | None = None
+    ahead: int = 0  # jobs already in flight when this one was submitted (it may have waited for them)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class Engine:
         self._graphs: dict[SizeKey, _Graph] = {}
         # job → (graph, frames, submit time, input tensor). The tensor shares the input's memory, and OpenVINO does
         # not keep that memory alive: a stacked batch would be freed (and overwritten) mid-inference without it.
-        self._jobs: dict[int, tuple[_Graph, list[Frame], int, ov.Tensor]] = {}
+        self._jobs: dict[int, tuple[_Graph, list[Frame], int, ov.Tensor, int]] = {}
         self._on_done: Callable[[int], None] = lambda job: None
         self._level = LEVEL0
         self._primary: SizeKey = DYNAMIC
@@ -379,18 +380,22 @@ class Engine:
         req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
         g.used_ns = submit_ns
         self.idle.pop()
-        self._jobs[job] = (g, frames, submit_ns, tensor)
+        self._jobs[job] = (g, frames, submit_ns, tensor, len(self._jobs))
 
     def complete(self, job: int) -> Completion:
         """Owner thread, after ``on_done(job)``: collect the outputs (copied: the request is reused)
         and return the job slot to the idle pool."""
-        g, frames, submit_ns, _tensor = self._jobs.pop(job)
+        g, frames, submit_ns, _tensor, ahead = self._jobs.pop(job)
         req = g.requests[job]
         try:
             req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
             completion = Completion(
-                frames, split_outputs(tensors, len(frames), self.batch, self._ragged), submit_ns, float(req.latency)
+                frames,
+                split_outputs(tensors, len(frames), self.batch, self._ragged),
+                submit_ns,
+                float(req.latency),
+                ahead=ahead,
             )
         except (RuntimeError, ValueError, IndexError) as exc:
             completion = Completion(frames, [], submit_ns, 0.0, error=f"{type(exc).__name__}: {exc}"[:200])
@@ -408,7 +413,7 @@ class Engine:
             try:
                 g.requests[job].wait_for(0)
             except RuntimeError as exc:
-                _g, frames, submit_ns, _tensor = self._jobs.pop(job)
+                _g, frames, submit_ns, _tensor, _ahead = self._jobs.pop(job)
                 self.idle.append(job)
                 failed.append(Completion(frames, [], submit_ns, 0.0, error=str(exc)[:200]))
         return failed

@@ -134,6 +134,8 @@ class IOLoop:
         self._next_expiry_ns = 0
         self._next_cpu_ns = 0
         self.job_timer = JobTimer(stale_ns=int(cfg.sla.window_s * 1e9))
+        self._level_estimates: dict[int, dict[int, int]] = {}  # level → its job timer's last estimates
+        self.job_timer.streams = compiled.level.streams
         self.meter = WindowMeter(time.monotonic_ns(), level)
         self.rate = RateLimiter(cfg.log.rate_limit_s)
         self._initial = compiled
@@ -243,7 +245,7 @@ class IOLoop:
     def _poll_timeout_ms(self) -> int:
         if self._swap is None and self.engine.idle:
             now_ns = time.monotonic_ns()
-            job_ns = self.job_timer.estimate_ns(now_ns)
+            job_ns = self.job_timer.estimate_ns(now_ns, self.in_flight)
             wait_ns = self.slots.wait_ns(now_ns, self.engine.batch, self._batch_wait_ns(), self._sla_ns(), job_ns)
             if wait_ns is not None:
                 return max(0, min(TICK_MS, wait_ns // 1_000_000 + 1))
@@ -437,15 +439,18 @@ class IOLoop:
         max_age_ns = int(self.ingest_cfg.max_frame_age_ms * 1e6)
         while self.engine.idle and len(self.slots):
             now_ns = time.monotonic_ns()
-            job_ns = self.job_timer.estimate_ns(now_ns)
-            take = self.slots.take(now_ns, self.engine.batch, self._batch_wait_ns(), max_age_ns, self._sla_ns(), job_ns)
+            job_ns = self.job_timer.estimate_ns(now_ns, self.in_flight)
+            free_ns = self.job_timer.estimate_ns(now_ns, 0) if self.in_flight else job_ns
+            take = self.slots.take(
+                now_ns, self.engine.batch, self._batch_wait_ns(), max_age_ns, self._sla_ns(), job_ns, free_ns
+            )
             for frame in take.expired:
                 self._drop(frame, "expired")
             for frame in take.late:
                 self._warn(
                     f"late:{frame.source}",
                     f"event=frame_late source={q(frame.source)} waited_ms={(now_ns - frame.rx_ns) / 1e6:.2f} "
-                    f"job_estimate_ms={job_ns / 1e6:.2f} sla_ms={self.sla.p99_ms:g} level={self._level}",
+                    f"job_estimate_ms={free_ns / 1e6:.2f} sla_ms={self.sla.p99_ms:g} level={self._level}",
                 )
                 self._drop(frame, "late")
             if not take.frames:
@@ -480,7 +485,7 @@ class IOLoop:
             self.meter.busy(False, now_ns)
             self.last_progress_s = time.monotonic()
             if c.error is None:
-                self.job_timer.observe(now_ns - c.submit_ns, now_ns)
+                self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead)
             else:
                 self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
                 for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
@@ -579,10 +584,26 @@ class IOLoop:
         self._size_requested.clear()  # sizes still without a graph are asked for again at the new compile
         self._size_failed.clear()
         now_ns = time.monotonic_ns()
+        old_level = self._level
         self._level = swap.level
         self._epoch += 1
         self.meter.restart(now_ns, swap.level, self._epoch)
-        self.job_timer.reset()  # another level, other job times
+        # Another level, other job times: what this level measured when it last ran (else the level just
+        # left, scaled) stands in until its own jobs are seen. A reload is another model: nothing carries.
+        if swap.reload:
+            self._level_estimates.clear()
+            self.job_timer.reset()
+        else:
+            self._level_estimates[old_level] = left = self.job_timer.estimates()
+            prior = self._level_estimates.get(swap.level)
+            if not prior and old is not None:
+                # A level not run before: scale the one just left by the work per job per stream (a
+                # stream gets 1/streams of the CPUs, a job is batch frames); a guess until 3 jobs are seen.
+                was, new = old.level, compiled.level
+                scale = (new.batch * new.streams) / (was.batch * was.streams)
+                prior = {ahead: int(ns * scale) for ahead, ns in left.items()}
+            self.job_timer.reset(prior)
+        self.job_timer.streams = compiled.level.streams
         self.controller.on_swapped(swap.level)
         self._exec_info = {"level": swap.level, **compiled.describe()}
         self._set_model_info(compiled.info)

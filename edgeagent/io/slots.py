@@ -15,6 +15,9 @@ is always the freshest. :meth:`Slots.take` forms the next job:
    dropped: when the estimate alone exceeds the SLA (a CPU hog, an SLA this level cannot meet), no
    frame could do better, so frames are served, counted over the SLA, and the controller, seeing the
    SLA broken, steps down. Dropping them all would answer a lone REQ camera with nothing but drops.
+   The estimate depends on the jobs already in flight (a job behind another on one stream waits for
+   it): a frame that would finish late if started now behind them, but in time once they are done,
+   waits for a free slot instead of being started (or dropped).
 3. **order** among the feasible frames: higher ``priority`` first; then the source that has received
    the least service for its ``weight`` (start-time fair queuing: each served frame advances its
    source's virtual time by 1 / weight, and a source that was idle starts at the current virtual
@@ -53,44 +56,71 @@ class Take:
 
 
 class JobTimer:
-    """How long a job takes at the running level: from ``submit`` until its results can be published,
-    including any wait behind other jobs inside OpenVINO. The estimate is the 90th percentile of the
-    last ``size`` jobs (so about one started frame in ten may still finish over it); it is 0 (unknown:
-    every frame counts as feasible) until ``min_samples`` jobs were seen, and again once no job has
-    completed for ``stale_ns``. That expiry keeps the rule live: an estimate from a slow spell (a CPU
-    hog) would otherwise mark every frame late for ever, and no job would run to correct it. Under an
-    SLA the device cannot meet at all, it lets ``min_samples`` frames through per ``stale_ns`` to
-    measure again. :meth:`reset` at each swap: another level has other job times."""
+    """How long a job will take at the running level: from ``submit`` until its results can be
+    published, including any wait behind other jobs inside OpenVINO.
 
-    def __init__(self, size: int = 32, min_samples: int = 3, stale_ns: int = 1_000_000_000) -> None:
+    Kept per ``ahead``, the number of jobs already in flight when it was submitted: with one stream and
+    two infer requests a job started behind another waits for it first, so one estimate for both kinds
+    would be too short for one and too long for the other (a probe of such a level published late
+    results). The estimate is the ``percent`` (95th) percentile of the last ``size`` jobs with that
+    ``ahead``; for an ``ahead`` with fewer than ``min_samples`` jobs it is derived from the largest
+    ``ahead`` below with enough (each job more ahead adds one job per ``streams``), else the ``prior``
+    (the level's own from when it last ran, or the previous level's, at a level switch), else 0
+    (unknown: every frame counts as feasible). Everything is forgotten once no job has completed for
+    ``stale_ns``: an estimate from a slow spell (a CPU hog) would otherwise mark every frame late for ever,
+    and no job would run to correct it. Under an SLA the device cannot meet at all, this lets
+    ``min_samples`` frames through per ``stale_ns`` to measure again."""
+
+    def __init__(
+        self, size: int = 64, min_samples: int = 3, stale_ns: int = 1_000_000_000, percent: float = 95.0
+    ) -> None:
         self.size = size
         self.min_samples = min_samples
         self.stale_ns = stale_ns
-        self._ring: list[int] = []
-        self._next = 0
+        self.percent = percent
+        self.streams = 1  # of the running level: jobs beyond the streams wait for one to finish
+        self.prior: dict[int, int] = {}
+        self._rings: dict[int, list[int]] = {}
+        self._next: dict[int, int] = {}
+        self._estimates: dict[int, int] = {}  # computed once per job, not on every dispatch and poll
         self._last_ns = 0
-        self._estimate_ns = 0  # computed once per job, not on every dispatch and poll
 
-    def observe(self, duration_ns: int, now_ns: int) -> None:
-        if len(self._ring) < self.size:
-            self._ring.append(duration_ns)
+    def observe(self, duration_ns: int, now_ns: int, ahead: int = 0) -> None:
+        ring = self._rings.setdefault(ahead, [])
+        if len(ring) < self.size:
+            ring.append(duration_ns)
         else:
-            self._ring[self._next] = duration_ns
-            self._next = (self._next + 1) % self.size
+            i = self._next.get(ahead, 0)
+            ring[i] = duration_ns
+            self._next[ahead] = (i + 1) % self.size
         self._last_ns = now_ns
-        if len(self._ring) >= self.min_samples:
-            self._estimate_ns = int(nearest_rank(sorted(self._ring), 90))
+        if len(ring) >= self.min_samples:
+            self._estimates[ahead] = int(nearest_rank(sorted(ring), self.percent))
 
-    def estimate_ns(self, now_ns: int) -> int:
-        if self._ring and now_ns - self._last_ns > self.stale_ns:
+    def estimate_ns(self, now_ns: int, ahead: int = 0) -> int:
+        if self._last_ns and now_ns - self._last_ns > self.stale_ns:
             self.reset()
-        return self._estimate_ns
+        est = self._estimates.get(ahead)
+        if est is not None:
+            return est
+        known = [a for a in self._estimates if a < ahead]
+        if known:
+            # Each job ahead beyond the measured ones adds up to a whole job per stream.
+            below = max(known)
+            return int(self._estimates[below] * (1 + (ahead - below) / self.streams))
+        return self.prior.get(ahead, self.prior.get(0, 0))
 
-    def reset(self) -> None:
-        self._ring = []
-        self._next = 0
+    def estimates(self) -> dict[int, int]:
+        """``ahead`` → the measured estimate (ns), for a level switch's prior."""
+        return dict(self._estimates)
+
+    def reset(self, prior: dict[int, int] | None = None) -> None:
+        """Forget every job; ``prior`` (another level's :meth:`estimates`) stands in until jobs are seen."""
+        self.prior = dict(prior or {})
+        self._rings = {}
+        self._next = {}
+        self._estimates = {}
         self._last_ns = 0
-        self._estimate_ns = 0
 
 
 class Slots:
@@ -119,18 +149,29 @@ class Slots:
         return (-cfg.priority, self._vtime.get(frame.slot, self._vclock), frame.rx_ns)
 
     def take(
-        self, now_ns: int, batch: int, batch_wait_ns: int, max_age_ns: int = 0, sla_ns: int = 0, job_ns: int = 0
+        self,
+        now_ns: int,
+        batch: int,
+        batch_wait_ns: int,
+        max_age_ns: int = 0,
+        sla_ns: int = 0,
+        job_ns: int = 0,
+        free_job_ns: int | None = None,
     ) -> Take:
         """The next job of at most ``batch`` frames (see the module docstring for the rules).
 
         ``max_age_ns``: 0 for no age limit. ``sla_ns``: 0 for no deadlines. ``job_ns``: the job-time
-        estimate at the running level (0: unknown, every frame counts as feasible).
+        estimate for a job started now, behind the jobs already in flight (0: unknown, every frame counts
+        as feasible); ``free_job_ns``: for a job started with none ahead of it (default ``job_ns``). A
+        frame that would miss its deadline behind the running jobs but not once they are done waits for
+        them instead of starting now: started, it would queue inside OpenVINO and publish late.
         """
         out = Take()
+        free_ns = job_ns if free_job_ns is None else free_job_ns
         for slot, frame in list(self._frames.items()):
             if max_age_ns and now_ns - frame.rx_ns > max_age_ns:
                 out.expired.append(self._frames.pop(slot))
-            elif (sla_ns and 0 < job_ns <= sla_ns and now_ns + job_ns > frame.rx_ns + sla_ns) or (
+            elif (sla_ns and 0 < free_ns <= sla_ns and now_ns + free_ns > frame.rx_ns + sla_ns) or (
                 frame.timeout_ns and now_ns - frame.rx_ns > frame.timeout_ns
             ):
                 out.late.append(self._frames.pop(slot))
@@ -138,7 +179,12 @@ class Slots:
             return out
         if self.wait_ns(now_ns, batch, batch_wait_ns, sla_ns, job_ns):
             return out  # a partial batch, waiting (bounded) for more sources
-        ordered = sorted(self._frames.values(), key=self._order)
+        ready = list(self._frames.values())
+        if sla_ns and job_ns > free_ns > 0 and free_ns <= sla_ns:
+            ready = [f for f in ready if now_ns + job_ns <= f.rx_ns + sla_ns]  # the others wait for a free slot
+            if not ready:
+                return out
+        ordered = sorted(ready, key=self._order)
         key = ordered[0].key
         for frame in [f for f in ordered if f.key == key][:batch]:
             del self._frames[frame.slot]

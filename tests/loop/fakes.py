@@ -59,7 +59,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.active: FakeCompiled | None = None
         self.idle: list[int] = []
-        self.jobs: dict[int, tuple[list[Frame], np.ndarray, int]] = {}
+        self.jobs: dict[int, tuple[list[Frame], np.ndarray, int, int]] = {}  # frames, input, submit, ahead
         self.started: list[list[Frame]] = []  # every job's frames, in start order (any thread reads)
         self.activations: list[FakeCompiled] = []
         self._on_done: Callable[[int], None] | None = None
@@ -81,7 +81,7 @@ class FakeEngine:
         data = batch_input([f.image for f in frames], self.batch)
         with self._lock:
             job = self.idle.pop()
-            self.jobs[job] = (frames, data, time.monotonic_ns())
+            self.jobs[job] = (frames, data, time.monotonic_ns(), len(self.jobs))
             self.started.append(frames)
 
     def finish(self, n: int = 1) -> None:
@@ -95,11 +95,11 @@ class FakeEngine:
 
     def complete(self, job: int) -> Completion:
         with self._lock:
-            frames, data, submit_ns = self.jobs.pop(job)
+            frames, data, submit_ns, ahead = self.jobs.pop(job)
             self._finished.discard(job)
             self.idle.append(job)
         means = data.reshape(data.shape[0], -1).mean(axis=1, keepdims=True).astype(np.float32)
-        return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, 1.0)
+        return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, 1.0, ahead=ahead)
 
     def failed_jobs(self) -> list[Completion]:
         return []

@@ -238,6 +238,33 @@ def test_a_frame_that_can_no_longer_make_the_sla_is_dropped_as_late_and_answered
     d.close()
 
 
+def test_a_frame_that_would_be_late_behind_a_running_job_waits_for_it_instead_of_queueing_behind_it(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=1, p99_ms=300.0)  # one stream, two infer requests
+    for seq in range(3):  # three lone jobs of >= 200 ms: a job alone takes >= 200 ms, one behind it >= 400 ms
+        h.send("warm", seq, image(seq))
+        h.wait(f"job {seq}", lambda n=seq: len(h.engine.started) == n + 1)  # type: ignore[misc]
+        time.sleep(0.2)
+        h.engine.finish()
+        h.wait(f"result {seq}", lambda n=seq: h.counts("warm")["processed"] == n + 1)  # type: ignore[misc]
+    h.send("busy", 0, image(9))
+    h.wait("the busy job", lambda: len(h.engine.started) == 4)
+    d = h.dealer()
+    d.send_multipart([b"", *encode_native("cam", 0, image(5))])
+    h.wait("the waiting frame", lambda: h.counts("cam")["received"] == 1)
+    time.sleep(0.03)
+    # A request is idle, but behind the busy job the frame would finish after its 300 ms deadline: it waits.
+    assert len(h.engine.started) == 4 and h.loop.in_flight == 1
+    h.engine.finish()  # the busy job is done: alone, the frame can still make it
+    h.wait("the frame started", lambda: len(h.engine.started) == 5)
+    assert [f.source for f in h.engine.started[4]] == ["cam"] and h.engine.jobs[next(iter(h.engine.jobs))][3] == 0
+    h.engine.finish()
+    assert d.poll(10_000) and json.loads(d.recv_multipart()[-1])["status"] == "ok"
+    h.wait("accounting", lambda: h.counts("cam")["processed"] == 1 and h.counts("cam")["dropped"] == {})
+    d.close()
+
+
 def test_the_watchdog_clock_starts_with_the_first_job_after_an_idle_gap(harness: Callable[..., Harness]) -> None:
     h = harness(level=0)
     h.send("cam", 0, image(1))

@@ -147,7 +147,7 @@ def test_a_partial_batch_stops_waiting_when_a_frame_would_become_late() -> None:
 
 
 def test_job_timer_is_a_high_percentile_of_recent_jobs_and_expires() -> None:
-    timer = JobTimer(size=10, min_samples=3, stale_ns=1000 * MS)
+    timer = JobTimer(size=10, min_samples=3, stale_ns=1000 * MS, percent=90)
     assert timer.estimate_ns(0) == 0
     timer.observe(5 * MS, 1 * MS)
     timer.observe(6 * MS, 2 * MS)
@@ -163,8 +163,66 @@ def test_job_timer_is_a_high_percentile_of_recent_jobs_and_expires() -> None:
     assert timer.estimate_ns(2000 * MS) == 0
 
 
+def test_job_timer_keeps_jobs_started_behind_others_apart_and_takes_a_prior_at_a_switch() -> None:
+    timer = JobTimer(size=8, min_samples=3, stale_ns=1000 * MS, percent=95)
+    for i in range(8):  # one stream, two requests: alone a job takes 7-8 ms, behind another up to 15 ms
+        timer.observe((7 + i % 2) * MS, i * MS, ahead=0)
+    assert timer.estimate_ns(8 * MS, ahead=0) == 8 * MS
+    assert timer.estimate_ns(8 * MS, ahead=1) == 16 * MS  # none measured behind one yet: one job more
+    timer.streams = 2
+    assert timer.estimate_ns(8 * MS, ahead=1) == 12 * MS  # ... on one of two streams
+    timer.streams = 1
+    for i in range(3):
+        timer.observe((12 + i) * MS, (9 + i) * MS, ahead=1)
+    assert timer.estimate_ns(12 * MS, ahead=1) == 14 * MS
+    assert timer.estimate_ns(12 * MS, ahead=0) == 8 * MS  # jobs behind others do not inflate lone ones
+    assert timer.estimate_ns(12 * MS, ahead=2) == 28 * MS
+    # A level switch: the previous level's estimates stand in until this level has its own.
+    timer.reset(prior=timer.estimates())
+    assert timer.estimate_ns(20 * MS, ahead=1) == 14 * MS and timer.estimate_ns(20 * MS, ahead=0) == 8 * MS
+    for i in range(3):
+        timer.observe(20 * MS, (21 + i) * MS, ahead=0)
+    assert timer.estimate_ns(24 * MS, ahead=0) == 20 * MS
+    assert timer.estimate_ns(24 * MS, ahead=1) == 40 * MS  # measured here beats the prior
+    assert timer.estimate_ns(24 * MS + 1001 * MS, ahead=1) == 0  # stale: prior and all forgotten
+
+
+def test_a_frame_that_would_be_late_behind_running_jobs_waits_for_a_free_slot() -> None:
+    slots = Slots()
+    slots.put(frame("old", 0))
+    slots.put(frame("new", 8))
+    # SLA 20 ms; a job alone takes 8 ms, behind the running one 16 ms. At 10 ms "old" (deadline 20) can
+    # start only once the running job is done, "new" (deadline 28) can start now.
+    take = slots.take(10 * MS, 1, 0, sla_ns=20 * MS, job_ns=16 * MS, free_job_ns=8 * MS)
+    assert [f.source for f in take.frames] == ["new"] and take.late == []
+    slots.put(frame("new", 7))  # an older frame of "new" (deadline 27) than the one just started
+    take = slots.take(12 * MS, 1, 0, sla_ns=20 * MS, job_ns=16 * MS, free_job_ns=8 * MS)
+    assert take.frames == [] and take.late == [] and len(slots) == 2  # both wait: neither makes it now
+    take = slots.take(12 * MS, 1, 0, sla_ns=20 * MS, job_ns=8 * MS)  # the running job is done
+    assert [f.source for f in take.frames] == ["old"]  # 12 + 8 <= 20, and "new" was served last
+    take = slots.take(13 * MS, 1, 0, sla_ns=20 * MS, job_ns=16 * MS, free_job_ns=8 * MS)
+    assert take.frames == [] and take.late == []  # "new" waits: 13 + 16 > 27, 13 + 8 <= 27
+    take = slots.take(24 * MS, 1, 0, sla_ns=20 * MS, job_ns=16 * MS, free_job_ns=8 * MS)
+    assert [f.source for f in take.late] == ["new"]  # 24 + 8 > 27: late even with a free slot
+
+
 def test_when_no_frame_could_make_the_sla_frames_are_served_not_dropped() -> None:
     slots = Slots()
     slots.put(frame("lone", 10))  # fresh: it has waited 0 ms, but the job alone takes 40 ms > SLA 30 ms
     take = slots.take(10 * MS, 1, 0, sla_ns=30 * MS, job_ns=40 * MS)
     assert take.late == [] and [f.source for f in take.frames] == ["lone"]
+
+
+def test_job_timer_estimate_equals_the_percentile_of_the_ring_over_a_long_random_trace() -> None:
+    import random
+
+    from edgeagent.tuner import nearest_rank
+
+    rng = random.Random(7)
+    timer = JobTimer(size=16, min_samples=1, stale_ns=10**18, percent=90)
+    window: list[int] = []
+    for i in range(500):
+        d = rng.choice([5, 6, 7, 7, 8, 30]) * MS + rng.randrange(1000)
+        timer.observe(d, i * MS)
+        window = [*window, d][-16:]
+        assert timer.estimate_ns(i * MS) == int(nearest_rank(sorted(window), 90))
