@@ -81,7 +81,8 @@ class Switcher:
         self.ladder = list(ladder)
         self.model_cfg = model_cfg
         self._post = post
-        self._cache: dict[tuple[int, int, bool], Compiled] = {}  # (streams, batch, accuracy) → one kept
+        self._cache: dict[tuple[int, int, bool], Compiled] = {}  # (streams, batch, accuracy) → two kept
+        self._last_key: tuple[int, int, bool] | None = None  # of the compile handed out last
         self._lock = threading.Lock()  # guards the request slot below (written by other threads)
         self._want: tuple[int, ModelConfig | None, tuple[SizeKey, ...]] | None = None  # (level, new model, sizes)
         # (compile uid, frame size) to compile; bounded: a flood of new sizes keeps only the newest.
@@ -136,7 +137,14 @@ class Switcher:
         if base is None:
             base = self.engine.compile(lv, self.model_cfg, sizes)
             self.last_compile_s = base.compile_s
-            self._cache = {key: base}  # keep one compiled model: memory on an edge box is precious
+            # Keep two compiled models, the running level's and the one before: the controller most
+            # often goes back to the level it came from (a probe that broke the SLA or bought nothing),
+            # and a compile then, while the box is saturated, takes the CPU from inference just when
+            # latency matters (it made a no-gain probe's way back break the SLA). No more than two:
+            # memory on an edge box is precious.
+            self._cache = {k: v for k, v in self._cache.items() if k == self._last_key}
+        self._cache[key] = base
+        self._last_key = key
         return dataclasses.replace(base, level=lv)
 
     # ------------------------------------------------------------------ the switcher's thread
@@ -199,7 +207,8 @@ class Switcher:
             return
         if model_cfg is not None:
             self.model_cfg = model_cfg
-            self._cache = {(compiled.level.streams, compiled.level.batch, compiled.level.accuracy): compiled}
+            self._last_key = (compiled.level.streams, compiled.level.batch, compiled.level.accuracy)
+            self._cache = {self._last_key: compiled}
             self.last_compile_s = compiled.compile_s
             log.info(
                 "event=model_reloaded path=%s frame=%dx%d compile_s=%.3f",
