@@ -90,7 +90,7 @@ class Agent:
         self.engine = Engine(cfg.model, self.cpus, yolo_nms=nms)
         self.ladder = self.engine.ladder(cfg.engine.max_batch, accuracy_rung=cfg.sla.precision == "auto")
         level = min(cfg.engine.level, len(self.ladder) - 1)
-        self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post)
+        self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post, keep=cfg.engine.keep_compiled)
         compiled = self.switcher.compile(level)
         info = compiled.info
         _check_results(cfg, info)

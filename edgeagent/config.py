@@ -166,6 +166,9 @@ class EngineConfig:
     level: int = 0  # the execution level to start at (index into the ladder)
     max_batch: int = 4  # largest batch the ladder may use (1 disables batching)
     batch_wait_ms: float = 0.0  # batch-forming wait; 0: derived as a small share of the SLA
+    # Compiled levels kept in memory: the running one and the levels the controller last left, so that
+    # probing a neighbour and coming back needs no compile (a compile takes CPU from inference).
+    keep_compiled: int = 3
 
     def __post_init__(self) -> None:
         if self.cpus is not None and (not self.cpus or min(self.cpus) < 0):
@@ -176,6 +179,8 @@ class EngineConfig:
             raise InvalidSetting("max_batch", self.max_batch, "one of 1, 2, 4, 8")
         if self.batch_wait_ms < 0:
             raise InvalidSetting("batch_wait_ms", self.batch_wait_ms, "a number >= 0")
+        if not 1 <= self.keep_compiled <= 8:
+            raise InvalidSetting("keep_compiled", self.keep_compiled, "an integer in [1, 8]")
 
 
 @dataclass(frozen=True)
@@ -457,6 +462,7 @@ max_model_bytes = 209715200
 level = 0                                 # start level (0 = LATENCY: 1 stream, 1 request)
 max_batch = 4
 batch_wait_ms = 0.0                       # 0: a small share of the SLA
+keep_compiled = 3                         # compiled levels kept (running + last left): memory vs compiles
 
 [sla]
 p99_ms = 30.0                             # the SLA: end-to-end p99 inside the agent

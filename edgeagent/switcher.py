@@ -76,13 +76,16 @@ class Switcher:
         ladder: Sequence[ExecLevel],
         model_cfg: ModelConfig,
         post: Callable[[Swap | SwitchFailed | NewSize | SizeDropped], None],
+        keep: int = 3,
     ) -> None:
+        """``keep``: compiled models kept, the running level's and those of the levels last left."""
         self.engine = engine
+        self.keep = keep
         self.ladder = list(ladder)
         self.model_cfg = model_cfg
         self._post = post
-        self._cache: dict[tuple[int, int, bool], Compiled] = {}  # (streams, batch, accuracy) → two kept
-        self._last_key: tuple[int, int, bool] | None = None  # of the compile handed out last
+        # (streams, batch, accuracy) → compiled, least recently handed out first; at most ``keep``
+        self._cache: dict[tuple[int, int, bool], Compiled] = {}
         self._lock = threading.Lock()  # guards the request slot below (written by other threads)
         self._want: tuple[int, ModelConfig | None, tuple[SizeKey, ...]] | None = None  # (level, new model, sizes)
         # (compile uid, frame size) to compile; bounded: a flood of new sizes keeps only the newest.
@@ -133,18 +136,18 @@ class Switcher:
         sizes it added to the same compile). Raises ModelError."""
         lv = self.ladder[level]
         key = (lv.streams, lv.batch, lv.accuracy)
-        base = self._cache.get(key)
+        base = self._cache.pop(key, None)
         if base is None:
             base = self.engine.compile(lv, self.model_cfg, sizes)
             self.last_compile_s = base.compile_s
-            # Keep two compiled models, the running level's and the one before: the controller most
-            # often goes back to the level it came from (a probe that broke the SLA or bought nothing),
-            # and a compile then, while the box is saturated, takes the CPU from inference just when
-            # latency matters (it made a no-gain probe's way back break the SLA). No more than two:
+            # Keep the running level's model and those of the levels last left: the controller moves one
+            # level at a time and most often back to where it came from (a probe that broke the SLA or
+            # bought nothing), and a compile then, with the box saturated, takes the CPU from inference
+            # just when latency matters (it broke the SLA in the window of a probe's way back). Bounded:
             # memory on an edge box is precious.
-            self._cache = {k: v for k, v in self._cache.items() if k == self._last_key}
-        self._cache[key] = base
-        self._last_key = key
+            while len(self._cache) >= self.keep:
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = base  # the most recently used last
         return dataclasses.replace(base, level=lv)
 
     # ------------------------------------------------------------------ the switcher's thread
@@ -207,8 +210,7 @@ class Switcher:
             return
         if model_cfg is not None:
             self.model_cfg = model_cfg
-            self._last_key = (compiled.level.streams, compiled.level.batch, compiled.level.accuracy)
-            self._cache = {self._last_key: compiled}
+            self._cache = {(compiled.level.streams, compiled.level.batch, compiled.level.accuracy): compiled}
             self.last_compile_s = compiled.compile_s
             log.info(
                 "event=model_reloaded path=%s frame=%dx%d compile_s=%.3f",

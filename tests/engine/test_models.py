@@ -274,17 +274,19 @@ def test_in_graph_yolo_nms_at_a_batch_level_splits_each_frames_rows(cache_dir: P
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
 
 
-def test_the_switcher_keeps_the_running_and_the_previous_compiled_level(cache_dir: Path) -> None:
+def test_the_switcher_keeps_the_running_and_the_last_left_compiled_levels(cache_dir: Path) -> None:
     from edgeagent.switcher import Switcher
     from edgeagent.tuner import derive_ladder
 
     ladder = derive_ladder(2, 2, 2, 1, max_batch=4)  # (1,1,1) (1,2,1) (2,3,1) (2,3,2) (2,3,4)
     cfg = ModelConfig(cache_dir=str(cache_dir))
-    sw = Switcher(Engine(cfg, CpuPlan.make(None)), ladder, cfg, lambda _ev: None)
+    sw = Switcher(Engine(cfg, CpuPlan.make(None)), ladder, cfg, lambda _ev: None, keep=2)
     two, three = sw.compile(2), sw.compile(3)
     assert two.uid != three.uid and (two.level, three.level) == (ladder[2], ladder[3])
     # A probe that goes back to the level it came from needs no compile (it competed with inference).
     assert sw.compile(2).uid == two.uid and sw.compile(3).uid == three.uid
     assert sw.compile(1).uid == sw.compile(0).uid  # one stream, one batch: more requests need no compile
-    assert sw.compile(4).uid not in {two.uid, three.uid}
-    assert sw.compile(2).uid != two.uid  # never more than two compiled models are kept
+    four = sw.compile(4)  # keep=2: level 0/1's model and this one; level 3's was used least recently
+    assert four.uid not in {two.uid, three.uid}
+    assert sw.compile(3).uid != three.uid  # never more than ``keep`` compiled models are kept
+    assert sw.compile(4).uid == four.uid
