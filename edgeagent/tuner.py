@@ -284,11 +284,14 @@ class TunerState:
     no_gain_streak: int = 0  # consecutive windows without min_gain more goodput than the level below had
     backoff_until: Mapping[int, int] = field(default_factory=dict)  # level -> last window it may not be probed
     backoff_count: Mapping[int, int] = field(default_factory=dict)  # level -> breaks not yet forgiven
+    # level -> last window it counts as a rung that bought nothing (backed off for no gain, not a break):
+    # the climb skips it, a step down passes it
+    no_gain_until: Mapping[int, int] = field(default_factory=dict)
     memory: Mapping[int, LevelMemory] = field(default_factory=dict)
     last_p99_ms: float = math.nan  # of the last window with frames
 
     def __post_init__(self) -> None:
-        for name in ("backoff_until", "backoff_count", "memory"):
+        for name in ("backoff_until", "backoff_count", "no_gain_until", "memory"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
 
@@ -364,6 +367,26 @@ def _back_off(state: TunerState, level: int, now: int, policy: SLAPolicy) -> tup
     return backed, windows
 
 
+def _rung_below(no_gain: Mapping[int, int], level: int) -> int:
+    """The level a step down from ``level`` goes to, and the one it must beat: the next one down that is
+    not a rung that bought nothing (``no_gain``; going there would only cost latency; level 0 counts)."""
+    below = level - 1
+    while below > 0 and below in no_gain:
+        below -= 1
+    return max(below, 0)
+
+
+def _rung_above(no_gain: Mapping[int, int], level: int, top: int) -> int:
+    """The level a step up from ``level`` goes to: the next one up, past rungs that bought nothing over
+    the level below them (a second infer request on a box where it only queues, say) — the streams and
+    batches beyond them may still pay, and a rung that costs latency without goodput would otherwise
+    block the rest of the ladder."""
+    above = level + 1
+    while above < top and above in no_gain:
+        above += 1
+    return above
+
+
 def decide(
     state: TunerState, window: WindowStats, ladder: Sequence[ExecLevel], policy: SLAPolicy
 ) -> tuple[TunerState, Decision]:
@@ -379,8 +402,15 @@ def decide(
     * Down one level after ``idle_windows`` windows without demand (spare capacity: lower latency),
       unless the level below is remembered saturated or broken at this load: going there would only
       bring the demand back and climb again — the idle/up oscillation.
+    * No gain: at the same load, p99 more than ``latency_tolerance`` above the level below's and
+      goodput not ``min_gain`` above it, for ``up_windows`` windows: down, backed off like a break. Such
+      a rung does not block the ladder: the climb passes it (a second infer request that only queues on
+      a 2-CPU box, with two streams above it that pay 40 %), and while the controller is above it, it
+      is neither where a step down goes nor the level a higher one is judged against.
     * Otherwise hold. A level that meets the SLA for ``backoff_max_windows`` windows in a row has its
       breaks forgiven, so one break after a long good run costs the base back-off again.
+
+    "One level" up or down means one rung: rungs that bought nothing are passed.
     """
     if not ladder:
         raise ValueError("decide: the ladder is empty")
@@ -401,8 +431,12 @@ def decide(
         window_index=now,
         memory=memory,
         backoff_until={lv: u for lv, u in state.backoff_until.items() if u > now},
+        # A rung passed on the way up stays one while the controller is above it (else the level above
+        # would be judged against it, not against the level it has to beat).
+        no_gain_until={lv: u for lv, u in state.no_gain_until.items() if u >= now or lv < level},
         last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms,
     )
+    down_to = _rung_below(base.no_gain_until, level)
 
     def out(new: TunerState, action: Action, to: int, reason: str) -> tuple[TunerState, Decision]:
         if to != level:  # a new level proves itself from scratch
@@ -415,11 +449,12 @@ def decide(
         if level == 0:
             return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at level 0, the bottom: nothing lower")
         broken, windows = _back_off(broken, level, now, policy)
+        broken = replace(broken, no_gain_until={k: v for k, v in broken.no_gain_until.items() if k != level})
         return out(
             broken,
             "down",
-            level - 1,
-            f"{p99} > SLA {sla_ms:g} ms: down to level {level - 1}, level {level} backed off for {windows} windows",
+            down_to,
+            f"{p99} > SLA {sla_ms:g} ms: down to level {down_to}, level {level} backed off for {windows} windows",
         )
 
     enough = window.frames >= policy.min_frames
@@ -430,7 +465,7 @@ def decide(
     counts = dict(state.backoff_count)
     if met_streak >= policy.backoff_max_windows:
         counts.pop(level, None)
-    below = state.memory.get(level - 1) if level > 0 else None
+    below = state.memory.get(down_to) if level > 0 else None
     no_gain = (
         below is not None
         and enough
@@ -453,19 +488,21 @@ def decide(
 
     if no_gain_streak >= policy.up_windows and below is not None:
         backed, windows = _back_off(base, level, now, policy)
+        backed = replace(backed, no_gain_until={**backed.no_gain_until, level: now + windows})
         return out(
             backed,
             "down",
-            level - 1,
-            f"no gain: goodput {window.goodput_fps:.0f} fps at {p99}, level {level - 1} had "
+            down_to,
+            f"no gain: goodput {window.goodput_fps:.0f} fps at {p99}, level {down_to} had "
             f"{below.goodput_fps:.0f} fps at p99 {below.p99_ms:.1f} ms ({load}) for {no_gain_streak} windows: "
-            f"down to level {level - 1}, level {level} backed off for {windows} windows",
+            f"down to level {down_to}, level {level} backed off for {windows} windows",
         )
 
     if good_streak >= policy.up_windows:
-        nxt = level + 1
-        if nxt >= len(ladder):
+        if level + 1 >= len(ladder):
             return out(base, "hold", level, f"demand, {p99}, but level {level} is the top level")
+        nxt = _rung_above(base.no_gain_until, level, len(ladder) - 1)
+        skipped = "" if nxt == level + 1 else f" (past level {', '.join(map(str, range(level + 1, nxt)))}: no gain)"
         if state.backoff_until.get(nxt, 0) >= now:  # blocked through window backoff_until[nxt]
             until = state.backoff_until[nxt]
             return out(
@@ -487,7 +524,7 @@ def decide(
             "up",
             nxt,
             f"demand (dropped {window.dropped}, busy {window.busy_fraction:.0%}) and {p99} <= "
-            f"{policy.headroom * sla_ms:g} ms for {good_streak} windows: up to level {nxt}",
+            f"{policy.headroom * sla_ms:g} ms for {good_streak} windows: up to level {nxt}{skipped}",
         )
 
     if idle_streak >= policy.idle_windows and level > 0:
@@ -498,15 +535,15 @@ def decide(
                 base,
                 "hold",
                 level,
-                f"no demand for {idle_streak} windows, but level {level - 1} was saturated at "
+                f"no demand for {idle_streak} windows, but level {down_to} was saturated at "
                 f"{below.offered_fps:.0f} fps {now - below.window_index} windows ago; {load} now",
             )
         return out(
             base,
             "down",
-            level - 1,
+            down_to,
             f"no demand for {idle_streak} windows ({load}, busy {window.busy_fraction:.0%}): "
-            f"down to level {level - 1} for lower latency",
+            f"down to level {down_to} for lower latency",
         )
 
     if demand and not enough:
