@@ -248,8 +248,9 @@ def test_the_accuracy_level_compiles_f32_in_accuracy_mode(tmp_path: Path) -> Non
 
 
 def test_in_graph_yolo_nms_at_a_batch_level_splits_each_frames_rows(cache_dir: Path, tmp_path: Path) -> None:
-    """Decode + NMS in the graph (MulticlassNms) gives one list of rows for the whole batch; each frame gets
-    its own rows back (split by the per-frame counts), equal to the numpy decode of its raw output."""
+    """Decode + NMS in the graph gives one list of rows for the whole batch; each frame gets its own rows
+    back (split by the per-frame counts), equal to the numpy decode of its raw output (boxes within the
+    float32 rounding of the class shift models.SHIFT: 1e-3 px here)."""
     from edgeagent.detect import Decoder, decode_yolo, to_frame
     from edgeagent.tuner import ExecLevel
     from tests.detectors import KEPT, yolo_model
@@ -270,7 +271,7 @@ def test_in_graph_yolo_nms_at_a_batch_level_splits_each_frames_rows(cache_dir: P
         got = decoder(outs, geo)
         want = to_frame(decode_yolo(outs[0], 0.25, 0.45, 100), geo)
         assert len(got) == len(KEPT) and got.classes.tolist() == want.classes.tolist()
-        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-3)
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
 
 
