@@ -367,22 +367,32 @@ def _back_off(state: TunerState, level: int, now: int, policy: SLAPolicy) -> tup
     return backed, windows
 
 
-def _rung_below(no_gain: Mapping[int, int], level: int) -> int:
+def _passable(ladder: Sequence[ExecLevel], no_gain: Mapping[int, int], level: int) -> bool:
+    """Whether ``level`` is a rung the controller passes: it bought nothing over the level below it
+    (``no_gain``) and differs from it only in infer requests or precision, not in streams or batch. A
+    second request that only queues on a 2-CPU box says nothing about two streams; two streams or batch 2
+    that bought nothing say that more of the same will not either."""
+    if level not in no_gain or not 0 < level < len(ladder):
+        return False
+    here, below = ladder[level], ladder[level - 1]
+    return (here.streams, here.batch) == (below.streams, below.batch)
+
+
+def _rung_below(ladder: Sequence[ExecLevel], no_gain: Mapping[int, int], level: int) -> int:
     """The level a step down from ``level`` goes to, and the one it must beat: the next one down that is
-    not a rung that bought nothing (``no_gain``; going there would only cost latency; level 0 counts)."""
+    not a passed rung (going there would only cost latency; level 0 counts)."""
     below = level - 1
-    while below > 0 and below in no_gain:
+    while below > 0 and _passable(ladder, no_gain, below):
         below -= 1
     return max(below, 0)
 
 
-def _rung_above(no_gain: Mapping[int, int], level: int, top: int) -> int:
-    """The level a step up from ``level`` goes to: the next one up, past rungs that bought nothing over
-    the level below them (a second infer request on a box where it only queues, say) — the streams and
-    batches beyond them may still pay, and a rung that costs latency without goodput would otherwise
-    block the rest of the ladder."""
+def _rung_above(ladder: Sequence[ExecLevel], no_gain: Mapping[int, int], level: int) -> int:
+    """The level a step up from ``level`` goes to: the next one up, past rungs that bought nothing and
+    only added requests or precision (:func:`_passable`): the streams and batches beyond them may still
+    pay, and such a rung would otherwise block the rest of the ladder."""
     above = level + 1
-    while above < top and above in no_gain:
+    while above < len(ladder) - 1 and _passable(ladder, no_gain, above):
         above += 1
     return above
 
@@ -395,7 +405,9 @@ def decide(
     * SLA broken (p99 > ``p99_ms``): one level down at once, and the level that broke goes into
       back-off for base x 2^(breaks - 1) windows (capped). One level, not straight to a level memory
       says met this load: the level just below is the one with the most throughput that is not known
-      to break; memory of lower levels is older and from other loads. At level 0: hold.
+      to break; memory of lower levels is older and from other loads. At level 0: hold. A severe break
+      (p99 >= 2 x SLA, or CPU interference up by ``interference_tolerance`` since the level's last
+      window: a CPU hog started) goes straight to level 0, the configuration that needs the least CPU.
     * Up one level when the last ``up_windows`` windows each had demand, ``min_frames`` frames and p99
       <= headroom x SLA, unless the next level is in back-off or is remembered breaking the SLA at this
       load or a lower one (within ``load_tolerance``; remembered for ``memory_windows``).
@@ -404,9 +416,11 @@ def decide(
       bring the demand back and climb again — the idle/up oscillation.
     * No gain: at the same load, p99 more than ``latency_tolerance`` above the level below's and
       goodput not ``min_gain`` above it, for ``up_windows`` windows: down, backed off like a break. Such
-      a rung does not block the ladder: the climb passes it (a second infer request that only queues on
-      a 2-CPU box, with two streams above it that pay 40 %), and while the controller is above it, it
-      is neither where a step down goes nor the level a higher one is judged against.
+      a rung, when it only added infer requests or precision, does not block the ladder: the climb
+      passes it (a second infer request that only queues on a 2-CPU box, with two streams above it that
+      pay 40 %), and while the controller is above it, it is neither where a step down goes nor the
+      level a higher one is judged against. A stream or batch rung without gain blocks the climb as
+      before: more of the same would not pay either.
     * Otherwise hold. A level that meets the SLA for ``backoff_max_windows`` windows in a row has its
       breaks forgiven, so one break after a long good run costs the base back-off again.
 
@@ -436,7 +450,7 @@ def decide(
         no_gain_until={lv: u for lv, u in state.no_gain_until.items() if u >= now or lv < level},
         last_p99_ms=window.p99_ms if window.frames else state.last_p99_ms,
     )
-    down_to = _rung_below(base.no_gain_until, level)
+    down_to = _rung_below(ladder, base.no_gain_until, level)
 
     def out(new: TunerState, action: Action, to: int, reason: str) -> tuple[TunerState, Decision]:
         if to != level:  # a new level proves itself from scratch
@@ -450,6 +464,19 @@ def decide(
             return out(broken, "hold", 0, f"{p99} > SLA {sla_ms:g} ms at level 0, the bottom: nothing lower")
         broken, windows = _back_off(broken, level, now, policy)
         broken = replace(broken, no_gain_until={k: v for k, v in broken.no_gain_until.items() if k != level})
+        # A severe break (p99 at twice the SLA or more, or another process suddenly taking the CPUs)
+        # goes straight to level 0: stepping down one level per window under a CPU hog broke the SLA in
+        # every window on the way down. The climb back is two windows a rung.
+        before = state.memory.get(level) or state.memory.get(down_to)
+        hog = before is not None and window.interference >= before.interference + policy.interference_tolerance
+        if window.p99_ms >= 2 * sla_ms or hog:
+            why = f"CPU interference {window.interference:.0%}" if hog else "p99 >= 2 x SLA"
+            return out(
+                broken,
+                "down",
+                0,
+                f"{p99} > SLA {sla_ms:g} ms ({why}): down to level 0, level {level} backed off for {windows} windows",
+            )
         return out(
             broken,
             "down",
@@ -501,7 +528,7 @@ def decide(
     if good_streak >= policy.up_windows:
         if level + 1 >= len(ladder):
             return out(base, "hold", level, f"demand, {p99}, but level {level} is the top level")
-        nxt = _rung_above(base.no_gain_until, level, len(ladder) - 1)
+        nxt = _rung_above(ladder, base.no_gain_until, level)
         skipped = "" if nxt == level + 1 else f" (past level {', '.join(map(str, range(level + 1, nxt)))}: no gain)"
         if state.backoff_until.get(nxt, 0) >= now:  # blocked through window backoff_until[nxt]
             until = state.backoff_until[nxt]

@@ -515,3 +515,35 @@ def test_the_accuracy_rung_sits_below_the_fast_precision_levels() -> None:
     ladder = derive_ladder(2, 2, 2, 1, max_batch=4, accuracy_rung=True)
     assert ladder[0] == ExecLevel(1, 1, 1, accuracy=True) and ladder[1:] == plain
     assert ladder[0].describe() == "streams=1 requests=1 batch=1 precision=accuracy"
+
+
+def test_a_severe_break_goes_straight_to_level_zero_a_mild_one_one_rung() -> None:
+    climbed, _ = steps(TunerState(), [win(10.0)] * 6)
+    assert climbed.level == 3
+    _, ds = steps(climbed, [win(SLA_MS * 1.2)])
+    assert actions(ds) == [("down", 2)]  # mild: one rung
+    _, ds = steps(climbed, [win(SLA_MS * 2.5)])
+    assert actions(ds) == [("down", 0)] and "p99 >= 2 x SLA" in ds[-1].reason
+    # A CPU hog started: the same mild p99, but other processes now take 40 % more of the CPUs.
+    hogged = replace(win(SLA_MS * 1.2), interference=0.45)
+    calm = replace(win(10.0), interference=0.05)
+    state, _ = steps(TunerState(), [calm] * 6)
+    assert state.level == 3
+    _, ds = steps(state, [hogged])
+    assert actions(ds) == [("down", 0)] and "CPU interference 45%" in ds[-1].reason
+
+
+def test_only_a_rung_that_added_requests_or_precision_is_passed() -> None:
+    """Batch 2 (level 3) without gain over two streams (level 2): batch 4 will not pay either, so the
+    climb stops there; a second request (level 1) without gain is passed."""
+    state, _ = steps(TunerState(), [saturated(200)] * 2)  # up to level 1
+    state, ds = steps(state, [saturated(200, 16.0)] * 2)  # no gain: back to 0, level 1 passed from now on
+    state, ds = steps(state, [saturated(200)] * 2)
+    assert actions(ds)[-1] == ("up", 2)
+    state, ds = steps(state, [saturated(280, 12.0)] * 2)  # two streams pay: up to batch 2
+    assert actions(ds)[-1] == ("up", 3)
+    state, ds = steps(state, [saturated(285, 20.0)] * 2)  # batch 2 buys 2 %: back to 2
+    assert actions(ds)[-1] == ("down", 2) and 3 in state.no_gain_until
+    state, ds = steps(state, [saturated(280, 12.0)] * 3)
+    assert actions(ds) == [("hold", 2), ("hold", 2), ("up", 3)]  # waits out batch 2's back-off; never to 4
+    assert "backed off" in ds[1].reason
