@@ -196,3 +196,49 @@ def test_precision_auto_starts_in_accuracy_mode_and_climbs_out_of_it(start_agent
     settle_and_check(agent, load)
     assert any("action=up from=0 to=1" in ln for ln in agent.lines)
     assert any(r["exec"]["level"] >= 1 for r in load.results)  # results from the fast-precision rung
+
+
+def test_frames_that_cannot_make_a_tight_sla_are_dropped_late_answered_and_counted(
+    start_agent: Any, tmp_path: Path
+) -> None:
+    """The real engine under a burst it cannot serve in time: the SLA is set from this machine's job time
+    (measured first, never assumed), then 12 sources send one frame each at once, five times. The first
+    frames run; a frame whose wait would leave it unable to finish in time is dropped as late and
+    answered so, never started; every frame is answered and counted exactly once."""
+    from edgeagent.wire import encode_native
+
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text("[sla]\np99_ms = 10000\nwindow_s = 5.0\nadaptive = false\n")
+    agent = start_agent("--config", str(cfg))
+    with Publisher(agent.listen, source="calibrate", mode="req", timeout_s=30) as p:
+        totals = sorted(p.send(IMG)["latency_ms"]["total"] for _ in range(7))  # type: ignore[index]
+    sla_ms = round(2.5 * totals[3], 3)  # 12 frames at once wait up to 11 jobs: most cannot make it
+    cfg.write_text(f"[sla]\np99_ms = {sla_ms}\nwindow_s = 5.0\nadaptive = false\n")
+    since = len(agent.lines)
+    agent.proc.send_signal(signal.SIGHUP)
+    agent.wait_for("event=reloaded", since=since)
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    d = ctx.socket(zmq.DEALER)
+    d.setsockopt(zmq.LINGER, 0)
+    d.connect(agent.listen)
+    replies: list[dict[str, Any]] = []
+    try:
+        for burst in range(5):
+            for i in range(12):
+                d.send_multipart([b"", *encode_native(f"burst{i}", burst, IMG)])
+            for _ in range(12):
+                assert d.poll(30_000), "a frame was not answered"
+                replies.append(json.loads(d.recv_multipart()[-1]))
+    finally:
+        d.close(0)
+    ok = [r for r in replies if r["status"] == "ok"]
+    late = [r for r in replies if r.get("reason") == "late"]
+    assert len(ok) + len(late) == 60, [r for r in replies if r not in ok and r not in late]
+    assert ok and late, (len(ok), len(late))
+    per = accounting_holds(agent, {f"burst{i}": 5 for i in range(12)})
+    assert sum(per[f"burst{i}"]["processed"] for i in range(12)) == len(ok), per
+    counted = agent.frames()
+    assert sum(n for (s, o, r), n in counted.items() if s.startswith("burst") and (o, r) == ("dropped", "late")) == len(
+        late
+    ), counted
+    assert any("event=frame_late" in ln and f"sla_ms={sla_ms:g}" in ln for ln in agent.lines)
