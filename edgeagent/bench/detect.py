@@ -58,7 +58,34 @@ def _picture() -> tuple[np.ndarray, str]:
         return np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8), "noise"
 
 
+def synthetic_head(path: Path, classes: int, candidates: int = 300, seed: int = 1) -> str:
+    """An ultralytics-format head at 640x640, ``[1, 4 + classes, 8400]``, behind one strided convolution:
+    ``candidates`` random boxes score 0.3-0.95 in a random class, the rest below 0.05 (what a YOLOv8n
+    COCO head looks like to the post-processing). Written as IR to ``path``; returns it."""
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(seed)
+    head = np.zeros((1, 4 + classes, 8400), np.float32)
+    head[0, 0:2] = rng.uniform(0, 640, (2, 8400))
+    head[0, 2:4] = rng.uniform(8, 120, (2, 8400))
+    head[0, 4:] = rng.uniform(0, 0.05, (classes, 8400))
+    idx = rng.choice(8400, candidates, replace=False)
+    head[0, 4 + rng.integers(0, classes, candidates), idx] = rng.uniform(0.3, 0.95, candidates)
+    x = ops.parameter([1, 3, 640, 640], np.float32, name="images")
+    y = ops.convolution(x, rng.standard_normal((16, 3, 3, 3)).astype(np.float32), [2, 2], [1, 1], [1, 1], [1, 1])
+    zero = ops.multiply(ops.reduce_mean(y, np.array([1, 2, 3]), False), np.float32(0))  # nothing folds away
+    out = ops.add(ops.constant(head), ops.reshape(zero, np.array([-1, 1, 1]), False))
+    ov.save_model(ov.Model([out.output(0)], [x], f"synthetic-head-{classes}"), path, compress_to_fp16=False)
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "synthetic_classes", 0):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            head = synthetic_head(Path(tmp) / "head.xml", args.synthetic_classes)
+            return run(argparse.Namespace(**{**vars(args), "synthetic_classes": 0, "model": head}))
     path = args.model or _nudenet()
     if path is None:
         raise ConfigError("no detector: pass --model (ultralytics format), or pip install --no-deps nudenet==3.4.2")
@@ -263,4 +290,11 @@ def add_parser(bsub: Any) -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--per-round", type=int, default=60)
     p.add_argument("--agents", action="store_true", help="end to end: an agent with and one without post-processing")
+    p.add_argument(
+        "--synthetic-classes",
+        type=int,
+        default=0,
+        metavar="C",
+        help="a synthetic [1, 4+C, 8400] head with 300 candidates instead of a model (e.g. 80: COCO's)",
+    )
     p.add_argument("--json", type=Path, help="write results as JSON here")

@@ -291,3 +291,25 @@ def test_the_switcher_keeps_the_running_and_the_last_left_compiled_levels(cache_
     assert four.uid not in {two.uid, three.uid}
     assert sw.compile(3).uid != three.uid  # never more than ``keep`` compiled models are kept
     assert sw.compile(4).uid == four.uid
+
+
+def test_in_graph_yolo_nms_on_an_80_class_head_equals_the_numpy_decode(cache_dir: Path, tmp_path: Path) -> None:
+    """300 candidates over 80 classes (a COCO head's shape): the class-shifted single NMS in the graph
+    keeps the same boxes, classes and order as the class-wise numpy reference."""
+    from edgeagent.bench.detect import synthetic_head
+    from edgeagent.detect import Decoder, decode_yolo, to_frame
+
+    cfg = ModelConfig(path=synthetic_head(tmp_path / "head.xml", 80), cache_dir=str(cache_dir), precision="f32")
+    engine = Engine(cfg, CpuPlan.make(None), yolo_nms=(0.25, 0.45, 100))
+    compiled = engine.compile(LEVEL0)
+    activate(engine, compiled)
+    engine.submit([frame_of(np.full((640, 640, 3), 90, np.uint8), "bgr")])
+    c = engine.complete(DONE.get(timeout=60))
+    assert c.error is None
+    geo = geometry((640, 640), compiled.info)
+    got = Decoder("yolo", (640, 640), 0.25, 0.45, 100, rows=1)(c.outputs[0], geo)
+    want = to_frame(decode_yolo(c.outputs[0][0], 0.25, 0.45, 100), geo)
+    assert len(got) == len(want) == 100  # the limit: more than 100 candidates survive NMS
+    assert got.classes.tolist() == want.classes.tolist()
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    np.testing.assert_allclose(got.boxes, want.boxes, atol=0.05)  # the class shift's rounding at 640 px
