@@ -284,8 +284,8 @@ class TunerState:
     no_gain_streak: int = 0  # consecutive windows without min_gain more goodput than the level below had
     backoff_until: Mapping[int, int] = field(default_factory=dict)  # level -> last window it may not be probed
     backoff_count: Mapping[int, int] = field(default_factory=dict)  # level -> breaks not yet forgiven
-    # level -> last window it counts as a rung that bought nothing (backed off for no gain, not a break):
-    # the climb skips it, a step down passes it
+    # level -> last window it counts as a rung that bought nothing (backed off for no gain, not a break);
+    # one that only added requests or precision is passed by the climb and by a step down (_passable)
     no_gain_until: Mapping[int, int] = field(default_factory=dict)
     memory: Mapping[int, LevelMemory] = field(default_factory=dict)
     last_p99_ms: float = math.nan  # of the last window with frames
@@ -469,19 +469,15 @@ def decide(
         # every window on the way down. The climb back is two windows a rung.
         before = state.memory.get(level) or state.memory.get(down_to)
         hog = before is not None and window.interference >= before.interference + policy.interference_tolerance
-        if window.p99_ms >= 2 * sla_ms or hog:
-            why = f"CPU interference {window.interference:.0%}" if hog else "p99 >= 2 x SLA"
-            return out(
-                broken,
-                "down",
-                0,
-                f"{p99} > SLA {sla_ms:g} ms ({why}): down to level 0, level {level} backed off for {windows} windows",
-            )
+        severe = f" (CPU interference {window.interference:.0%})" if hog else ""
+        if not hog and window.p99_ms >= 2 * sla_ms:
+            severe = " (p99 >= 2 x SLA)"
+        to = 0 if severe else down_to
         return out(
             broken,
             "down",
-            down_to,
-            f"{p99} > SLA {sla_ms:g} ms: down to level {down_to}, level {level} backed off for {windows} windows",
+            to,
+            f"{p99} > SLA {sla_ms:g} ms{severe}: down to level {to}, level {level} backed off for {windows} windows",
         )
 
     enough = window.frames >= policy.min_frames

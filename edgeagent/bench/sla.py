@@ -172,7 +172,7 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
         "late_drops": late,
         "switches": int(st.get("edgeagent_level_switches_total", 0)),
         **_figures(records, args.sla_p99_ms, duration),
-        "windows_over_sla_pct": round(100 * sum(1 for wd in windows if not wd["met"]) / max(1, len(windows)), 1),
+        "windows_over_sla_pct": _over_pct(windows),
         "series": [[round(t, 3), round(v, 2), lv, round(total, 2)] for t, v, lv, _s, total in records],
         "decisions": [ln.strip() for ln in log_lines if "event=tuner_decision" in ln][-50:],
     }
@@ -184,9 +184,7 @@ def run_one(args: argparse.Namespace, label: str, level: int | None, t_scale: fl
         steady = [r for r in records if warmup <= r[0] < stop]
         kept = [wd for wd in windows if warmup <= wd["t"] and wd["t"] + args.window_s <= stop]
         out["steady"] = _figures(steady, args.sla_p99_ms, stop - warmup)
-        out["steady"]["windows_over_sla_pct"] = round(
-            100 * sum(1 for wd in kept if not wd["met"]) / max(1, len(kept)), 1
-        )
+        out["steady"]["windows_over_sla_pct"] = _over_pct(kept)
     if hog_at is not None:
         out["hog_start_s"] = hog_at
         out["windows_to_regain_sla"] = _regain(windows, hog_at)
@@ -217,6 +215,11 @@ def _figures(records: list[tuple[float, float, int, str, float]], sla_ms: float,
         "per_camera": per_camera,
         "camera_in_sla_max_over_min": round(max(shares) / min(shares), 3) if shares and min(shares) > 0 else None,
     }
+
+
+def _over_pct(windows: list[dict[str, Any]]) -> float:
+    """The share of ``windows`` (from :func:`_windows`) over the SLA, in per cent."""
+    return round(100 * sum(1 for wd in windows if not wd["met"]) / max(1, len(windows)), 1)
 
 
 def _windows(
