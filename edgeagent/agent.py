@@ -211,6 +211,8 @@ class Agent:
             if now >= next_status:
                 self.notifier.notify(f"STATUS={self._status_line()}")
                 next_status = now + 1.0
+                if self.metrics is not None:
+                    self.metrics.fold()  # the frames' timings since the last second (bounded without scrapes)
             time.sleep(TICK_S)
 
     def shutdown(self) -> None:

@@ -2,20 +2,25 @@
 
 Counters that must add up (frame accounting) are not duplicated into prometheus counters: a custom
 collector reads :class:`~edgeagent.accounting.Accounting` at scrape time, so the metrics and the
-status command can never disagree. Latency histograms are observed per frame on the I/O thread.
+status command can never disagree. The latency histograms cost the I/O thread one deque append per
+frame: the timings are folded into bucket counts (numpy, a batch at a time) at every scrape and once
+a second by the main thread, so a scrape always sees every published frame.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import psutil
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from edgeagent.errors import EndpointError
 from edgeagent.io.results import Timing
@@ -26,6 +31,49 @@ def latency_buckets_s(sla_ms: float) -> list[float]:
     coarse = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
     fine = [sla_ms * f / 1000 for f in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 2.0)]
     return sorted({round(b, 6) for b in coarse + fine})
+
+
+LATENCY_HISTOGRAMS = (  # in Timing's field order
+    ("edgeagent_latency_seconds", "End-to-end latency inside the agent (socket in to result out)"),
+    ("edgeagent_queue_latency_seconds", "Receipt to inference start"),
+    ("edgeagent_inference_latency_seconds", "Inference (OpenVINO request latency)"),
+)
+
+
+class LatencyHistograms(Collector):
+    """The latency histograms (:data:`LATENCY_HISTOGRAMS`), fed a :class:`Timing` per published frame.
+
+    :meth:`observe` is ``deque.append`` itself (any thread; on the I/O thread: no Python frame, no lock);
+    :meth:`fold` moves what is pending into the bucket counts (any thread, a lock); :meth:`collect`
+    folds first, so a scrape is exact. Buckets are prometheus's: ``le`` = at or below the bound."""
+
+    def __init__(self, buckets_s: list[float]) -> None:
+        self.bounds_s = np.array(sorted(buckets_s), dtype=np.float64)
+        self._pending: collections.deque[Timing] = collections.deque()
+        self.observe: Callable[[Timing], None] = self._pending.append
+        self._counts = np.zeros((len(LATENCY_HISTOGRAMS), len(self.bounds_s) + 1), np.int64)  # last: +Inf
+        self._sums_s = np.zeros(len(LATENCY_HISTOGRAMS), np.float64)
+        self._lock = threading.Lock()
+        self._le = [floatToGoString(b) for b in self.bounds_s] + ["+Inf"]  # type: ignore[no-untyped-call]
+
+    def fold(self) -> None:
+        with self._lock:
+            pending = self._pending
+            n = len(pending)
+            if not n:
+                return
+            rows_s = np.array([pending.popleft() for _ in range(n)], dtype=np.float64).T / 1000
+            for i, values in enumerate(rows_s):
+                self._counts[i] += np.bincount(np.searchsorted(self.bounds_s, values), minlength=self._counts.shape[1])
+                self._sums_s[i] += values.sum()
+
+    def collect(self) -> Iterator[Metric]:
+        self.fold()
+        with self._lock:
+            cumulative = np.cumsum(self._counts, axis=1).tolist()
+            sums = self._sums_s.tolist()
+        for (name, doc), counts, total_s in zip(LATENCY_HISTOGRAMS, cumulative, sums):
+            yield HistogramMetricFamily(name, doc, buckets=list(zip(self._le, counts)), sum_value=total_s)
 
 
 class _StateCollector(Collector):
@@ -151,37 +199,20 @@ class _StateCollector(Collector):
 
 
 class Metrics:
-    """Histograms fed per frame plus the state collector; :meth:`serve` starts the HTTP endpoint."""
+    """The latency histograms plus the state collector; :meth:`serve` starts the HTTP endpoint.
+    ``observe(timing)``: the I/O thread, per published frame; ``fold()``: the main thread, once a second."""
 
     def __init__(self, sla_ms: float, state: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry()
-        buckets = latency_buckets_s(sla_ms)
-        self.e2e = Histogram(
-            "edgeagent_latency_seconds",
-            "End-to-end latency inside the agent (socket in to result out)",
-            registry=self.registry,
-            buckets=buckets,
-        )
-        self.queue = Histogram(
-            "edgeagent_queue_latency_seconds", "Receipt to inference start", registry=self.registry, buckets=buckets
-        )
-        self.infer = Histogram(
-            "edgeagent_inference_latency_seconds",
-            "Inference (OpenVINO request latency)",
-            registry=self.registry,
-            buckets=buckets,
-        )
+        self.latency = LatencyHistograms(latency_buckets_s(sla_ms))
+        self.registry.register(self.latency)
+        self.observe = self.latency.observe  # the I/O thread's per-frame hook: a deque append
+        self.fold = self.latency.fold
         self.registry.register(_StateCollector(state))
         # edgeagent_process_{cpu_seconds_total,resident_memory_bytes,open_fds,...}: the library's own.
         ProcessCollector(namespace="edgeagent", registry=self.registry)
         self._server: Any = None
         self._thread: threading.Thread | None = None
-
-    def observe(self, t: Timing) -> None:
-        """Called by the I/O thread for every published frame."""
-        self.e2e.observe(t.total_ms / 1000)
-        self.queue.observe(t.queue_ms / 1000)
-        self.infer.observe(t.infer_ms / 1000)
 
     def serve(self, listen: str) -> tuple[str, int]:
         """Start the endpoint on HOST:PORT (port 0 picks one); returns the bound address."""

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgeagent.wire import Frame
 
 
-@dataclass(frozen=True, slots=True)
-class Timing:
+class Timing(NamedTuple):
     """One frame's latencies inside the agent, in ms: ``total`` = receipt to result, ``queue`` =
-    receipt to inference start, ``inference`` = OpenVINO's request latency."""
+    receipt to inference start, ``inference`` = OpenVINO's request latency. A tuple, so that the
+    metrics thread turns a batch of them into one array in C (:mod:`edgeagent.metrics`)."""
 
     total_ms: float
     queue_ms: float
@@ -56,7 +55,11 @@ class _Fragments:
         return self.exec_json
 
     def outputs_of(self, outputs: Sequence[np.ndarray], names: Sequence[str]) -> str:
-        key = (tuple(names), *((o.dtype, o.shape) for o in outputs))
+        if len(outputs) == 1:  # the common case, without a generator
+            o = outputs[0]
+            key: tuple[Any, ...] = (tuple(names), o.dtype, o.shape)
+        else:
+            key = (tuple(names), *[(o.dtype, o.shape) for o in outputs])
         text = self.outputs.get(key)
         if text is None:
             if len(self.outputs) > 256:
@@ -101,10 +104,12 @@ def encode_result(
     """
     f = _FRAGMENTS
     text = (
-        f'{{"v":1,"status":"ok","source":{f.source_of(frame.source)},"seq":{frame.seq},"rx_ns":{frame.rx_ns},'
+        f'{{"v":1,"status":"ok","source":{f.sources.get(frame.source) or f.source_of(frame.source)},'
+        f'"seq":{frame.seq},"rx_ns":{frame.rx_ns},'
         f'"pub_ns":{now_ns},"latency_ms":{{"queue":{round(timing.queue_ms, 3)!r},'
         f'"inference":{round(timing.infer_ms, 3)!r},"total":{round(timing.total_ms, 3)!r}}},'
-        f'"exec":{f.exec_of(exec_info)},"outputs":{f.outputs_of(outputs, output_names)}'
+        f'"exec":{f.exec_json if exec_info is f.exec_obj else f.exec_of(exec_info)},'
+        f'"outputs":{f.outputs_of(outputs, output_names)}'
     )
     if frame.sent_wall_ns is not None:
         text += f',"age_ms":{round((wall_ns - frame.sent_wall_ns) / 1e6, 3)!r}'
