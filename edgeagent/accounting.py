@@ -1,7 +1,10 @@
 """Frame accounting per source: received = processed + dropped + rejected (+ still in the agent).
 
-Written by the I/O thread, read by the metrics and status threads through :meth:`snapshot`, which
-takes the lock so a reader never sees a frame counted as received but not yet anywhere else.
+Written by the I/O thread only, read by the metrics and status threads through :meth:`snapshot`.
+The lock guards the table's shape (a source added or expired) against a reader iterating it; counting
+a frame of a known source is a plain increment (one writer; the GIL makes each increment whole), so
+the hot path takes no lock. A snapshot taken between a frame's receipt and its outcome counts it as
+in the agent, as it is.
 """
 
 from __future__ import annotations
@@ -88,10 +91,30 @@ class Accounting:
                 self._seen.setdefault(label, time.monotonic_ns())
         return counts
 
-    def received(self, label: str) -> None:
-        with self._lock:
-            self._get(label).received += 1
-            self._touch(label)
+    def admit(self, source: str, now_ns: int) -> bool:
+        """A frame of ``source`` arrived at ``now_ns`` (``time.monotonic_ns()``): counted as received under
+        its name and True, or False (nothing counted) when the source has no place (more than
+        ``max_sources``, or a reserved name): the caller rejects it as ``sources``."""
+        c = self._sources.get(source)
+        if c is None or source in _SPECIAL:
+            label = self.label(source)
+            if label == OVERFLOW_SOURCE:
+                return False
+            with self._lock:
+                c = self._get(label)
+        c.received += 1
+        self._seen[source] = now_ns
+        return True
+
+    def received(self, label: str, now_ns: int = 0) -> None:
+        """A message counted under ``label`` arrived (``now_ns``: its receipt, ``time.monotonic_ns()``)."""
+        c = self._sources.get(label)
+        if c is None:
+            with self._lock:
+                c = self._get(label)
+        c.received += 1
+        if label not in _SPECIAL:
+            self._seen[label] = now_ns or time.monotonic_ns()
 
     def _touch(self, label: str) -> None:
         if label not in _SPECIAL:
@@ -109,12 +132,17 @@ class Accounting:
         with self._lock:
             self._get(label).dropped[reason] += 1
 
-    def processed(self, label: str, over_sla: bool = False) -> None:
-        """One result published (``over_sla``: later than the SLA after its frame was received)."""
-        with self._lock:
-            c = self._get(label)
-            c.processed += 1
-            c.over_sla += over_sla
+    def processed(self, source: str, over_sla: bool = False) -> None:
+        """One result published for a frame of ``source`` (``over_sla``: later than the SLA after its
+        frame was received); counted under its label (its name, unless it expired meanwhile and the
+        table has filled up since)."""
+        c = self._sources.get(source)
+        if c is None:
+            with self._lock:
+                c = self._get(self.label(source))
+        c.processed += 1
+        if over_sla:
+            c.over_sla += 1
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:

@@ -191,7 +191,7 @@ def _jpeg_image(payload: memoryview, limits: FrameLimits, source: str) -> np.nda
 # imagezmq header bytes → (source, (H, W, C)) for raw frames: a camera sends the same header bytes with
 # every frame, so it is decoded and checked once (bounded; cleared when full). Limits-independent
 # checks only: the payload size is checked against the shape on every frame.
-_IMAGEZMQ_HEADERS: dict[bytes, tuple[str, tuple[int, int, int], int]] = {}
+_IMAGEZMQ_HEADERS: dict[bytes, tuple[str, tuple[int, int, int], int, str]] = {}
 _HEADER_CACHE_MAX = 1024
 
 
@@ -206,11 +206,11 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
     raw_header = getattr(parts[0], "bytes", None) if not isinstance(parts[0], bytes) else parts[0]
     cached = _IMAGEZMQ_HEADERS.get(raw_header) if raw_header is not None else None
     if cached is not None:
-        source, shape, declared = cached
-        payload = as_memoryview(parts[1])
+        source, shape, declared, pix = cached
+        payload = getattr(parts[1], "buffer", None) or as_memoryview(parts[1])
         if payload.nbytes == declared and declared <= limits.max_payload_bytes:
-            image = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
-            return Frame(source, -1, image, rx_ns, None, "imagezmq", "raw", parts[1], pix=_PIX_BY_CHANNELS[shape[2]])
+            image = np.ndarray(shape, np.uint8, payload)
+            return Frame(source, -1, image, rx_ns, None, "imagezmq", "raw", parts[1], pix=pix)
     header = _decode_header(parts[0], limits)
     payload = as_memoryview(parts[1])
     if "v" in header:
@@ -240,7 +240,7 @@ def parse_frame(parts: Sequence[Any], limits: FrameLimits, rx_ns: int) -> Frame:
         if raw_header is not None:
             if len(_IMAGEZMQ_HEADERS) >= _HEADER_CACHE_MAX:
                 _IMAGEZMQ_HEADERS.clear()
-            _IMAGEZMQ_HEADERS[bytes(raw_header)] = (source, image.shape, image.nbytes)
+            _IMAGEZMQ_HEADERS[bytes(raw_header)] = (source, image.shape, image.nbytes, _PIX_BY_CHANNELS[image.shape[2]])
     else:
         image = _jpeg_image(payload, limits, source)
         encoding = "jpeg"

@@ -33,7 +33,7 @@ import numpy as np
 import zmq
 
 from edgeagent import frigate
-from edgeagent.accounting import OVERFLOW_SOURCE, Accounting
+from edgeagent.accounting import Accounting
 from edgeagent.config import Config, ModelConfig, SLAConfig
 from edgeagent.control import Controller
 from edgeagent.detect import FAMILIES, Decoder, check_outputs, read_labels
@@ -42,7 +42,7 @@ from edgeagent.errors import BadFrame
 from edgeagent.io.meter import WindowMeter
 from edgeagent.io.results import Timing, encode_result
 from edgeagent.io.slots import JobTimer, Slots
-from edgeagent.io.sockets import Sockets, split_envelope
+from edgeagent.io.sockets import Sockets, recv_message, split_envelope
 from edgeagent.logs import RateLimiter, q
 from edgeagent.models import DYNAMIC, NMS_ROWS, Geometry, ModelInfo, SizeKey, geometry
 from edgeagent.switcher import NewSize, SizeDropped, Swap, SwitchFailed
@@ -50,8 +50,9 @@ from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
 
 log = logging.getLogger("edgeagent.io")
 
-TICK_MS = 100  # the loop checks for stop, failed jobs and window ends at least this often
-MAX_BURST = 256  # messages read from one socket before looking at completions again
+TICK_MS = 100  # the loop checks for stop, failed jobs, peer events and window ends at least this often
+WINDOW_CHECK_NS = 5_000_000  # window ends, source expiry and the CPU reading are looked at this often
+MAX_BURST = 256  # messages read from one socket at once while stopping (the loop reads one per wake)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,8 @@ class IOLoop:
         self.slots = Slots(cfg.sources)
         self._next_expiry_ns = 0
         self._next_cpu_ns = 0
-        self.job_timer = JobTimer(stale_ns=int(cfg.sla.window_s * 1e9))
+        self.job_timer = JobTimer()
+        self._set_sla(cfg.sla)
         self._level_estimates: dict[int, dict[int, int]] = {}  # level → its job timer's last estimates
         self.job_timer.streams = compiled.level.streams
         self.meter = WindowMeter(time.monotonic_ns(), level)
@@ -142,7 +144,7 @@ class IOLoop:
         self._level = level
         self._epoch = 0
         self._exec_info: dict[str, Any] = {"level": level, **compiled.describe()}
-        self._output_names: list[str] = []
+        self._output_names: tuple[str, ...] = ()
         self._n_model_outputs = 0
         self._decoder: Decoder | None = None
         self._geo: dict[tuple[int, int], Geometry] = {}
@@ -155,7 +157,13 @@ class IOLoop:
         self._inbox: collections.deque[Event] = collections.deque()
         self._completions: collections.deque[int] = collections.deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._stop = threading.Event()
+        # True while the I/O thread is in (or about to enter) its poll: only then does a finished job
+        # need the eventfd to wake it. Set before the loop looks at the completions, cleared after the
+        # poll, so a job that finishes in between is either seen or wakes the poll (GIL-ordered).
+        self._parked = False
+        self._stopping = False
+        self._next_window_check_ns = 0
+        self._next_peer_check_ns = 0
         self._thread: threading.Thread | None = None
         # Read by other threads.
         self.io_cpu_ns = 0
@@ -177,7 +185,7 @@ class IOLoop:
         self._wake()
 
     def request_stop(self) -> None:
-        self._stop.set()
+        self._stopping = True
         self._wake()
 
     def join(self, timeout_s: float) -> bool:
@@ -203,9 +211,11 @@ class IOLoop:
             pass
 
     def _on_done(self, job: int) -> None:
-        """OpenVINO's callback thread: only hand the finished job's number over."""
+        """OpenVINO's callback thread (or the I/O thread itself): hand the finished job's number over;
+        wake the I/O thread only when it is parked in its poll (a busy one finds it before it polls)."""
         self._completions.append(job)
-        self._wake()
+        if self._parked:
+            self._wake()
 
     # ------------------------------------------------------------------ the I/O thread
     def run(self, io_cpus: tuple[int, ...] | None = None) -> None:
@@ -213,64 +223,81 @@ class IOLoop:
             if io_cpus:
                 os.sched_setaffinity(0, io_cpus)
             self.engine.activate(self._initial, self._on_done)
+            # Peer events (monitor sockets) are not polled: they are read every TICK_MS (see _tick).
             poller = zmq.Poller()
-            for s, _kind in self.sockets.ingest:
+            kinds = dict(self.sockets.ingest)
+            for s in kinds:
                 poller.register(s, zmq.POLLIN)
-            for m in self.sockets.monitors:
-                poller.register(m, zmq.POLLIN)
             poller.register(self._wake_fd, zmq.POLLIN)
-            next_check = 0.0
-            while not self._stop.is_set():
-                events = dict(poller.poll(self._poll_timeout_ms()))
-                if self._wake_fd in events:
-                    _drain_eventfd(self._wake_fd)
-                self._handle_completions()
-                if self.in_flight and time.monotonic() >= next_check:
-                    next_check = time.monotonic() + TICK_MS / 1000
+            wake_fd = self._wake_fd
+            waiting = self.slots.waiting
+            next_failed_check_ns = 0
+            while not self._stopping:
+                self._parked = True
+                if self._completions or self._inbox:
+                    timeout_ms = 0
+                else:
+                    timeout_ms = self._poll_timeout_ms() if self.engine.batch > 1 else TICK_MS
+                events = poller.poll(timeout_ms)
+                self._parked = False
+                if self._completions:
+                    self._handle_completions()
+                now_ns = time.monotonic_ns()
+                if self.in_flight and now_ns >= next_failed_check_ns:
+                    next_failed_check_ns = now_ns + TICK_MS * 1_000_000
                     self._completions_done(self.engine.failed_jobs())
-                self._handle_inbox()
-                for s, kind in self.sockets.ingest:
-                    if s in events:
-                        self._read(s, kind)
-                for m in self.sockets.monitors:
-                    if m in events:
-                        self._peer_events(m)
-                self._dispatch()
-                self._tick_window()
+                if self._inbox or self._swap is not None:
+                    self._handle_inbox()
+                for s, _ev in events:
+                    kind = kinds.get(s)
+                    if kind is not None:
+                        self._read(s, kind, burst=1)
+                    elif s == wake_fd:
+                        _drain_eventfd(wake_fd)
+                if waiting:
+                    self._dispatch()
+                if now_ns >= self._next_window_check_ns:
+                    self._tick(now_ns)
             self._shutdown(poller)
         finally:
             self.sockets.close()
             self.stopped.set()
 
     def _poll_timeout_ms(self) -> int:
-        if self._swap is None and self.engine.idle:
+        """Until a partial batch must start (batch > 1), else TICK_MS."""
+        if self.engine.batch > 1 and self._swap is None and self.engine.idle and self.slots.waiting:
             now_ns = time.monotonic_ns()
             job_ns = self.job_timer.estimate_ns(now_ns, self.in_flight)
-            wait_ns = self.slots.wait_ns(now_ns, self.engine.batch, self._batch_wait_ns(), self._sla_ns(), job_ns)
+            wait_ns = self.slots.wait_ns(now_ns, self.engine.batch, self._batch_wait_ns, self._sla_ns, job_ns)
             if wait_ns is not None:
                 return max(0, min(TICK_MS, wait_ns // 1_000_000 + 1))
         return TICK_MS
 
-    def _sla_ns(self) -> int:
-        """Each frame's deadline is its receipt + this (the SLA)."""
-        return int(self.sla.p99_ms * 1e6)
-
-    def _batch_wait_ns(self) -> int:
-        """How long a partial batch may wait for more sources: a small, bounded share of the SLA."""
-        ms = self.engine_cfg.batch_wait_ms or 0.1 * self.sla.p99_ms
-        return int(min(ms, 0.25 * self.sla.p99_ms) * 1e6)
+    def _set_sla(self, sla: SLAConfig) -> None:
+        """The SLA and what the hot path derives from it (computed here, not per frame)."""
+        self.sla = sla
+        self._sla_ns = int(sla.p99_ms * 1e6)  # each frame's deadline is its receipt + this
+        # How long a partial batch may wait for more sources: a small, bounded share of the SLA.
+        ms = self.engine_cfg.batch_wait_ms or 0.1 * sla.p99_ms
+        self._batch_wait_ns = int(min(ms, 0.25 * sla.p99_ms) * 1e6)
+        self._max_age_ns = int(self.ingest_cfg.max_frame_age_ms * 1e6)
+        self.job_timer.stale_ns = int(sla.window_s * 1e9)
 
     # ---- read
-    def _read(self, sock: zmq.Socket[Any], kind: str, stopping: bool = False) -> None:
+    def _read(self, sock: zmq.Socket[Any], kind: str, stopping: bool = False, burst: int = MAX_BURST) -> None:
+        """Read and handle up to ``burst`` messages from ``sock``. The loop reads one per socket per wake:
+        its next poll is the check for more (and sees finished jobs too), where asking the socket again
+        after every message cost a zmq_poll or a failed receive per message, and a REQ camera, the common
+        case, never has a second message waiting (measured with ``edgeagent bench hotpath``)."""
         frigate_kind = kind == "frigate"
-        for _ in range(MAX_BURST):
-            try:
-                parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+        routed = frigate_kind or kind == "listen"
+        for _ in range(burst):
+            parts = recv_message(sock)
+            if parts is None:
                 return
             rx_ns = time.monotonic_ns()
             envelope: list[Any] | None = None
-            if kind in ("listen", "frigate"):
+            if routed:
                 parts, envelope = split_envelope(parts)
             try:
                 if frigate_kind:
@@ -291,24 +318,23 @@ class IOLoop:
                 # A job finished during the burst: publish it and start the next one now, not after up to
                 # MAX_BURST more messages (under a camera flood that wait idled the request for ~20 ms).
                 self._handle_completions()
-                self._dispatch()
+                if self.slots.waiting:
+                    self._dispatch()
 
     def _admit(self, frame: Frame, envelope: list[Any] | None, sock: zmq.Socket[Any], stopping: bool) -> bool:
         """One parsed frame: count it and put it in its slot. True when it filled an empty slot (worth
         starting a job at once)."""
-        if frame.encoding == "raw" and frame.pix in ("bgr", "bgrx") and frame.fmt != "frigate":
+        if self.sources_cfg and frame.encoding == "raw" and frame.pix in ("bgr", "bgrx") and frame.fmt != "frigate":
             src = self.sources_cfg.get(frame.source)
             if src is not None and src.pixel_format == "rgb":
                 frame.pix = "rgb" if frame.pix == "bgr" else "rgbx"
         frame.envelope = envelope
         frame.reply_sock = sock if envelope is not None else None
-        label = self.accounting.label(frame.source)
-        if label == OVERFLOW_SOURCE:
+        if not self.accounting.admit(frame.source, frame.rx_ns):
             raise BadFrame("sources", f"more than {self.ingest_cfg.max_sources} sources", frame.source)
         if frame.seq < 0:
             frame.seq = self._seq.get(frame.source, -1) + 1
         self._seq[frame.source] = frame.seq
-        self.accounting.received(label)
         if stopping:
             self._drop(frame, "shutdown")
             return False
@@ -436,13 +462,13 @@ class IOLoop:
         """Start jobs while an infer request is idle and frames are waiting (none while a swap is queued)."""
         if self._swap is not None:
             return
-        max_age_ns = int(self.ingest_cfg.max_frame_age_ms * 1e6)
-        while self.engine.idle and len(self.slots):
+        engine, slots, timer = self.engine, self.slots, self.job_timer
+        while engine.idle and slots.waiting:
             now_ns = time.monotonic_ns()
-            job_ns = self.job_timer.estimate_ns(now_ns, self.in_flight)
-            free_ns = self.job_timer.estimate_ns(now_ns, 0) if self.in_flight else job_ns
-            take = self.slots.take(
-                now_ns, self.engine.batch, self._batch_wait_ns(), max_age_ns, self._sla_ns(), job_ns, free_ns
+            job_ns = timer.estimate_ns(now_ns, self.in_flight)
+            free_ns = timer.estimate_ns(now_ns, 0) if self.in_flight else job_ns
+            take = slots.take(
+                now_ns, engine.batch, self._batch_wait_ns, self._max_age_ns, self._sla_ns, job_ns, free_ns
             )
             for frame in take.expired:
                 self._drop(frame, "expired")
@@ -471,36 +497,41 @@ class IOLoop:
                 # not at the last completion before an idle gap (which made a new job look stalled).
                 self.last_progress_s = time.monotonic()
             self.in_flight += 1
-            self.meter.busy(not self.engine.idle, now_ns)
+            if not engine.idle:
+                self.meter.busy(True, now_ns)
 
     # ---- complete
     def _handle_completions(self) -> None:
-        while self._completions:
-            self._completions_done([self.engine.complete(self._completions.popleft())])
+        completions, complete = self._completions, self.engine.complete
+        while completions:
+            self._completed(complete(completions.popleft()))
 
     def _completions_done(self, completions: list[Completion]) -> None:
         for c in completions:
-            self.in_flight -= 1
-            now_ns = time.monotonic_ns()
-            self.meter.busy(False, now_ns)
-            self.last_progress_s = time.monotonic()
-            if c.error is None:
-                self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead)
-            else:
-                self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
-                for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
-                    self._drop(f, "error")
-                continue
-            for frame, outputs in zip(c.frames, c.outputs):
-                try:
-                    self._publish(frame, outputs, c)
-                except Exception:  # a bug: counted and answered, never the end of the thread
-                    log.exception("event=publish_failed source=%s seq=%d", q(frame.source), frame.seq)
-                    self._drop(frame, "error")
+            self._completed(c)
+
+    def _completed(self, c: Completion) -> None:
+        self.in_flight -= 1
+        now_ns = time.monotonic_ns()
+        self.meter.busy(False, now_ns)
+        self.last_progress_s = now_ns / 1e9  # time.monotonic()'s clock
+        if c.error is not None:
+            self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
+            for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
+                self._drop(f, "error")
+            return
+        self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead)
+        for frame, outputs in zip(c.frames, c.outputs):
+            try:
+                self._publish(frame, outputs, c)
+            except Exception:  # a bug: counted and answered, never the end of the thread
+                log.exception("event=publish_failed source=%s seq=%d", q(frame.source), frame.seq)
+                self._drop(frame, "error")
 
     def _publish(self, frame: Frame, outputs: list[np.ndarray], c: Completion) -> None:
         now_ns = time.monotonic_ns()
-        timing = Timing.of(frame.rx_ns, c.submit_ns, now_ns, c.infer_ms)
+        rx_ns = frame.rx_ns
+        timing = Timing((now_ns - rx_ns) / 1e6, (c.submit_ns - rx_ns) / 1e6, c.infer_ms)
         rc = self.results_cfg
         det = None
         if self._decoder is not None:
@@ -514,23 +545,24 @@ class IOLoop:
             model_outputs,
             timing,
             now_ns,
-            time.time_ns(),
+            time.time_ns() if frame.sent_wall_ns is not None else 0,
             self._exec_info,
             self._output_names,
             rc.topk if rc.postprocess == "topk" else 0,
             det.as_json(self._labels) if det is not None else None,
         )
         # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
-        if frame.fmt == "frigate":
-            self._reply(frame.reply_sock, frame.envelope, frigate.reply(det, frame.image.shape[:2]))
-        else:
-            self._reply(frame.reply_sock, frame.envelope, b"OK" if self.ingest_cfg.reply == "ok" else body)
+        if frame.envelope is not None:
+            if frame.fmt == "frigate":
+                self._reply(frame.reply_sock, frame.envelope, frigate.reply(det, frame.image.shape[:2]))
+            else:
+                self._reply(frame.reply_sock, frame.envelope, b"OK" if self.ingest_cfg.reply == "ok" else body)
         frame.envelope = None  # answered: a failure below is counted, never answered a second time
         parts: list[Any] = [frame.source.encode(), body]
         if rc.send_outputs:
             parts.extend(model_outputs)
         self.sockets.publish(parts)
-        self.accounting.processed(self.accounting.label(frame.source), timing.total_ms > self.sla.p99_ms)
+        self.accounting.processed(frame.source, timing.total_ms > self.sla.p99_ms)
         self.meter.frame_done(timing.total_ms)
         if self.on_latency is not None:
             try:
@@ -559,9 +591,8 @@ class IOLoop:
             elif isinstance(ev, FrigateModelSaved):
                 self._frigate_saved(ev)
             elif isinstance(ev, NewSLA):
-                self.sla = ev.sla
+                self._set_sla(ev.sla)
                 self.controller.set_sla(ev.sla)
-                self.job_timer.stale_ns = int(ev.sla.window_s * 1e9)
             else:
                 self._reload(ev.model)
         if self._swap is not None and self.in_flight == 0:
@@ -640,7 +671,7 @@ class IOLoop:
         rc = self.results_cfg
         names = [n for n, _t, _s in info.outputs]
         self._n_model_outputs = names.index(NMS_ROWS) if NMS_ROWS in names else len(names)
-        self._output_names = names[: self._n_model_outputs]
+        self._output_names = tuple(names[: self._n_model_outputs])
         self._geo = {}
         self._decoder = None
         if rc.postprocess in FAMILIES:
@@ -698,11 +729,17 @@ class IOLoop:
             self._seq.pop(source, None)
             log.info("event=source_expired source=%s idle_s=%g", q(source), self.ingest_cfg.source_idle_s)
 
-    def _tick_window(self) -> None:
-        now_ns = time.monotonic_ns()
+    def _tick(self, now_ns: int) -> None:
+        """At most every WINDOW_CHECK_NS (and at least every TICK_MS): this thread's CPU time, peer events,
+        source expiry, and the window's end (its statistics go to the controller)."""
+        self._next_window_check_ns = now_ns + WINDOW_CHECK_NS
         if now_ns >= self._next_cpu_ns:  # a syscall, not a vDSO read: every 50 ms, not every iteration
             self._next_cpu_ns = now_ns + 50_000_000
             self.io_cpu_ns = time.thread_time_ns()  # this thread's CPU time (read by the metrics thread)
+        if now_ns >= self._next_peer_check_ns:  # not polled with the frames: a check per socket per frame
+            self._next_peer_check_ns = now_ns + TICK_MS * 1_000_000
+            for m in self.sockets.monitors:
+                self._peer_events(m)
         self._expire_sources(now_ns)
         ws = self.meter.close_if_due(now_ns, self.sla)
         if ws is None:

@@ -35,6 +35,8 @@ rule here is unit-tested without sleeping.
 
 from __future__ import annotations
 
+import bisect
+import collections
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -80,22 +82,29 @@ class JobTimer:
         self.percent = percent
         self.streams = 1  # of the running level: jobs beyond the streams wait for one to finish
         self.prior: dict[int, int] = {}
-        self._rings: dict[int, list[int]] = {}
-        self._next: dict[int, int] = {}
+        # Per ahead: the last ``size`` durations in arrival order, and the same kept sorted (one insort and
+        # one delete per job instead of a sort: the percentile is an index).
+        self._rings: dict[int, collections.deque[int]] = {}
+        self._sorted: dict[int, list[int]] = {}
+        # The nearest rank (1-based) of ``percent`` among n values, for every n up to size.
+        self._rank = [0] + [max(1, int(nearest_rank(range(1, n + 1), percent))) for n in range(1, size + 1)]
         self._estimates: dict[int, int] = {}  # computed once per job, not on every dispatch and poll
         self._last_ns = 0
 
     def observe(self, duration_ns: int, now_ns: int, ahead: int = 0) -> None:
-        ring = self._rings.setdefault(ahead, [])
-        if len(ring) < self.size:
-            ring.append(duration_ns)
-        else:
-            i = self._next.get(ahead, 0)
-            ring[i] = duration_ns
-            self._next[ahead] = (i + 1) % self.size
+        ring = self._rings.get(ahead)
+        if ring is None:
+            ring = self._rings[ahead] = collections.deque()
+            self._sorted[ahead] = []
+        ordered = self._sorted[ahead]
+        if len(ring) >= self.size:
+            del ordered[bisect.bisect_left(ordered, ring.popleft())]
+        ring.append(duration_ns)
+        bisect.insort(ordered, duration_ns)
         self._last_ns = now_ns
-        if len(ring) >= self.min_samples:
-            self._estimates[ahead] = int(nearest_rank(sorted(ring), self.percent))
+        n = len(ordered)
+        if n >= self.min_samples:
+            self._estimates[ahead] = ordered[self._rank[n] - 1]
 
     def estimate_ns(self, now_ns: int, ahead: int = 0) -> int:
         if self._last_ns and now_ns - self._last_ns > self.stale_ns:
@@ -118,7 +127,7 @@ class JobTimer:
         """Forget every job; ``prior`` (another level's :meth:`estimates`) stands in until jobs are seen."""
         self.prior = dict(prior or {})
         self._rings = {}
-        self._next = {}
+        self._sorted = {}
         self._estimates = {}
         self._last_ns = 0
 
@@ -127,19 +136,20 @@ class Slots:
     def __init__(self, sources: Mapping[str, SourceConfig] | None = None) -> None:
         """``sources``: per-source weight and priority (others get the defaults)."""
         self.sources: Mapping[str, SourceConfig] = sources or {}
-        self._frames: dict[str, Frame] = {}
+        # slot → its waiting frame; read (never written) by the I/O loop's hot path: "any frame waiting?"
+        self.waiting: dict[str, Frame] = {}
         # source → virtual time (service received / weight); as many as sources (ingest.max_sources)
         self._vtime: dict[str, float] = {}
         self._vclock = 0.0  # the virtual time of the last frame started
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self.waiting)
 
     def put(self, frame: Frame) -> Frame | None:
         """Make ``frame`` its source's waiting frame; returns the frame it replaced (now stale), if any."""
-        slot = frame.slot
-        old = self._frames.get(slot)
-        self._frames[slot] = frame
+        slot = frame.slot_key or frame.source  # frame.slot, without a property call per frame
+        old = self.waiting.get(slot)
+        self.waiting[slot] = frame
         if old is None and self._vtime.get(slot, -1.0) < self._vclock:
             self._vtime[slot] = self._vclock  # was idle: no banked credit
         return old
@@ -168,30 +178,36 @@ class Slots:
         """
         out = Take()
         free_ns = job_ns if free_job_ns is None else free_job_ns
-        for slot, frame in list(self._frames.items()):
-            if max_age_ns and now_ns - frame.rx_ns > max_age_ns:
-                out.expired.append(self._frames.pop(slot))
-            elif (sla_ns and 0 < free_ns <= sla_ns and now_ns + free_ns > frame.rx_ns + sla_ns) or (
-                frame.timeout_ns and now_ns - frame.rx_ns > frame.timeout_ns
-            ):
-                out.late.append(self._frames.pop(slot))
-        if not self._frames:
+        frames = self.waiting
+        deadlines = sla_ns and 0 < free_ns <= sla_ns
+        for slot, frame in list(frames.items()):
+            age_ns = now_ns - frame.rx_ns
+            if max_age_ns and age_ns > max_age_ns:
+                out.expired.append(frames.pop(slot))
+            elif (deadlines and age_ns + free_ns > sla_ns) or (frame.timeout_ns and age_ns > frame.timeout_ns):
+                out.late.append(frames.pop(slot))
+        if not frames:
             return out
-        if self.wait_ns(now_ns, batch, batch_wait_ns, sla_ns, job_ns):
+        if batch > 1 and self.wait_ns(now_ns, batch, batch_wait_ns, sla_ns, job_ns):
             return out  # a partial batch, waiting (bounded) for more sources
-        ready = list(self._frames.values())
-        if sla_ns and job_ns > free_ns > 0 and free_ns <= sla_ns:
-            ready = [f for f in ready if now_ns + job_ns <= f.rx_ns + sla_ns]  # the others wait for a free slot
+        if deadlines and job_ns > free_ns:
+            ready = [f for f in frames.values() if now_ns + job_ns <= f.rx_ns + sla_ns]  # others wait for a free slot
             if not ready:
                 return out
-        ordered = sorted(ready, key=self._order)
-        key = ordered[0].key
-        for frame in [f for f in ordered if f.key == key][:batch]:
-            del self._frames[frame.slot]
+        else:
+            ready = list(frames.values())
+        if len(ready) > 1:
+            ordered = sorted(ready, key=self._order)
+            key = ordered[0].key
+            ready = [f for f in ordered if f.key == key][:batch]
+        for frame in ready:
+            slot = frame.slot_key or frame.source
+            del frames[slot]
             cfg = self.sources.get(frame.source, DEFAULT_SOURCE)
-            start = self._vtime.get(frame.slot, self._vclock)
-            self._vclock = max(self._vclock, start)
-            self._vtime[frame.slot] = start + 1.0 / cfg.weight
+            start = self._vtime.get(slot, self._vclock)
+            if start > self._vclock:
+                self._vclock = start
+            self._vtime[slot] = start + 1.0 / cfg.weight
             out.frames.append(frame)
         return out
 
@@ -200,24 +216,24 @@ class Slots:
         now), for :meth:`take` and the I/O thread's poll timeout; None when no partial batch waits.
         The wait ends when the oldest frame has waited ``batch_wait_ns``, or earlier when waiting longer
         would leave a frame unable to make its deadline (the job still takes ``job_ns`` after it)."""
-        if batch <= 1 or not self._frames or len(self._frames) >= batch:
+        if batch <= 1 or not self.waiting or len(self.waiting) >= batch:
             return None
-        until = min(f.rx_ns for f in self._frames.values()) + batch_wait_ns
+        until = min(f.rx_ns for f in self.waiting.values()) + batch_wait_ns
         if sla_ns:
             # Ends DEADLINE_SLACK_NS before the last moment the oldest frame could start: the poll that
             # ends the wait wakes up to a millisecond late, and a frame past that moment is dropped as late.
-            until = min(until, min(f.rx_ns for f in self._frames.values()) + sla_ns - job_ns - DEADLINE_SLACK_NS)
+            until = min(until, min(f.rx_ns for f in self.waiting.values()) + sla_ns - job_ns - DEADLINE_SLACK_NS)
         return max(0, until - now_ns)
 
     def prune(self) -> None:
         """Forget the fair-queuing state of slots with no frame waiting and no credit spent ahead of the
         virtual clock (they would restart at the clock anyway): keeps it bounded as sources and Frigate
         sockets come and go."""
-        self._vtime = {k: v for k, v in self._vtime.items() if v > self._vclock or k in self._frames}
+        self._vtime = {k: v for k, v in self._vtime.items() if v > self._vclock or k in self.waiting}
 
     def remove_if(self, pred: Callable[[Frame], bool]) -> list[Frame]:
         """Remove and return the waiting frames for which ``pred`` holds (``lambda f: True`` at shutdown)."""
-        gone = [f for f in self._frames.values() if pred(f)]
+        gone = [f for f in self.waiting.values() if pred(f)]
         for f in gone:
-            del self._frames[f.slot]
+            del self.waiting[f.slot]
         return gone

@@ -29,6 +29,16 @@ Kind = Literal["listen", "pull", "connect", "publish", "frigate"]
 _monitor_ids = itertools.count()
 PUB_SNDHWM = 256  # results per subscriber buffered before PUB drops (it never blocks)
 
+# The hot path calls pyzmq's compiled socket methods directly, with plain int flags: the Python layer of
+# send_multipart/recv_multipart (a type check per part, enum arithmetic per flag, getsockopt(RCVMORE) per
+# part) cost more than the sends and receives themselves (`edgeagent bench hotpath`).
+_BACKEND: Any = next(c for c in zmq.Socket.__mro__[1:] if "send" in vars(c))  # the compiled socket class
+_send = _BACKEND.send
+_recv = _BACKEND.recv
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
+COPY_BELOW_BYTES = 65536  # smaller parts are copied into the message (cheaper than tracking a buffer)
+
 
 class Sockets:
     def __init__(
@@ -139,13 +149,18 @@ class Sockets:
     def reply(sock: zmq.Socket[Any], envelope: list[Any], body: bytes | list[bytes]) -> None:
         """Answer a REQ/DEALER peer on the ROUTER its request came in on; raises zmq.ZMQError when the
         peer is gone or its pipe is full (the caller counts and logs)."""
-        sock.send_multipart([*envelope, *body] if isinstance(body, list) else [*envelope, body], zmq.NOBLOCK)
+        for part in envelope:
+            _send(sock, part, _SNDMORE_NOBLOCK, True)
+        if isinstance(body, list):
+            send_parts(sock, body)
+        else:
+            _send(sock, body, _NOBLOCK, True)
 
     def publish(self, parts: list[Any]) -> None:
         """Send a result to subscribers; never blocks (a full subscriber pipe drops it)."""
         if self.pub is not None:
             try:
-                self.pub.send_multipart(parts, zmq.NOBLOCK, copy=False)
+                send_parts(self.pub, parts)
             except zmq.Again:
                 pass
 
@@ -180,8 +195,31 @@ def _peer_address(fd: int) -> str:
     return str(addr) or "?"
 
 
+def recv_message(sock: zmq.Socket[Any]) -> list[Any] | None:
+    """The next whole message on ``sock`` as zero-copy frames, None when none is waiting. A multipart
+    message arrives atomically: once its first part is read, the others are there."""
+    try:
+        parts = [_recv(sock, _NOBLOCK, False)]
+    except zmq.Again:
+        return None
+    while parts[-1].more:
+        parts.append(_recv(sock, _NOBLOCK, False))
+    return parts
+
+
+def send_parts(sock: zmq.Socket[Any], parts: list[Any]) -> None:
+    """Send ``parts`` as one message without blocking (raises zmq.Again when the peer's pipe is full).
+    Parts of COPY_BELOW_BYTES or more go zero-copy: libzmq keeps a reference to the buffer until sent."""
+    last = len(parts) - 1
+    for i, part in enumerate(parts):
+        copy = type(part) is bytes or getattr(part, "nbytes", 0) < COPY_BELOW_BYTES
+        _send(sock, part, _NOBLOCK if i == last else _SNDMORE_NOBLOCK, copy)
+
+
 def split_envelope(parts: list[Any]) -> tuple[list[Any], list[Any]]:
     """ROUTER messages: [identity, b"", body...] from REQ, [identity, body...] from DEALER."""
+    if len(parts) > 2 and not len(parts[1]):  # a REQ peer's: the common case first
+        return parts[2:], [parts[0].bytes, b""]
     for i, p in enumerate(parts[:4]):
         if len(p) == 0:
             return parts[i + 1 :], [bytes(x.bytes) for x in parts[: i + 1]]
