@@ -175,6 +175,7 @@ class Engine:
             log.warning("event=cache_disabled dir=%s reason=%s", cache, q(exc.strerror or str(exc)))
         self.active: Compiled | None = None
         self.idle: list[int] = []  # free job slots (owner thread)
+        self.waits = False  # one request: no callback, the owner thread waits for its job (wait())
         self._graphs: dict[SizeKey, _Graph] = {}
         # job → (graph, frames, submit time, input tensor). The tensor shares the input's memory, and OpenVINO does
         # not keep that memory alive: a stacked batch would be freed (and overwritten) mid-inference without it.
@@ -303,9 +304,11 @@ class Engine:
     def activate(self, compiled: Compiled, on_done: Callable[[int], None]) -> None:
         """Make ``compiled`` the running model with ``level.requests`` jobs at a time.
 
-        No job may be in flight. ``on_done(job)`` is called on OpenVINO's thread when job ``job``
-        finishes; the owner thread then calls :meth:`complete` with it. Sizes added to the running
-        model (:meth:`add_size`) stay when ``compiled`` is the same compile at another request count.
+        No job may be in flight. With more than one request, ``on_done(job)`` is called on OpenVINO's
+        thread when job ``job`` finishes; the owner thread then calls :meth:`complete` with it. With one
+        request (:attr:`waits`) no callback is set: the owner thread waits for the job (:meth:`wait`).
+        Sizes added to the running model (:meth:`add_size`) stay when ``compiled`` is the same compile at
+        another request count.
         """
         graphs = dict(compiled.sizes) or {(*compiled.info.frame_hw, "bgr"): compiled.model}
         if self.active is not None and self.active.uid == compiled.uid:
@@ -320,6 +323,7 @@ class Engine:
         self._primary = (*compiled.info.frame_hw, "bgr")
         self._ragged = (names.index(NMS_ROWS), names.index(NMS_COUNT)) if NMS_COUNT in names else None
         self._graphs = built
+        self.waits = compiled.level.requests == 1
         self.idle = list(range(compiled.level.requests))[::-1]
         self._jobs = {}
         self.active = compiled
@@ -403,6 +407,23 @@ class Engine:
             self.idle.append(job)
         return completion
 
+    def wait(self, timeout_ms: int) -> int | None:
+        """Owner thread, when :attr:`waits` and the job is in flight: wait up to ``timeout_ms`` for it to
+        finish (OpenVINO releases the GIL meanwhile). Its number once it is done (or failed: then
+        :meth:`complete` reports the error), None while it still runs.
+
+        Why a wait and not a callback at one request: nothing else can start before the job ends, and a
+        Python callback costs its job ~150 µs at the median on a 2-vCPU VM (OpenVINO's thread takes the
+        GIL and runs Python; ``edgeagent bench dispatch``), about what the agent trailed a hand-written
+        hub by, where ``wait_for`` costs what a blocking ``infer()`` does."""
+        job = next(iter(self._jobs))
+        req = self._jobs[job][0].requests[job]
+        try:
+            done = req.wait_for(timeout_ms)
+        except RuntimeError:  # the job failed: complete() says how
+            done = True
+        return job if done else None
+
     def failed_jobs(self) -> list[Completion]:
         """Jobs whose inference failed. OpenVINO does not call the Python callback for a failed
         request, so the owner thread polls started jobs (``wait_for(0)`` re-raises the failure) and
@@ -425,11 +446,13 @@ class Engine:
 
 
 def _graph(model: ov.CompiledModel, requests: int, on_done: Callable[[int], None]) -> _Graph:
-    """A graph with one infer request per job slot, each calling ``on_done(slot)`` when done."""
+    """A graph with one infer request per job slot, each calling ``on_done(slot)`` when done (none at a
+    single request: its owner waits for it, see :meth:`Engine.wait`)."""
     g = _Graph(model)
     for job in range(requests):
         req = model.create_infer_request()
-        req.set_callback(on_done, job)
+        if requests > 1:
+            req.set_callback(on_done, job)
         g.requests.append(req)
     return g
 

@@ -1,8 +1,11 @@
 """``edgeagent bench dispatch``: the two measurements behind the engine's design.
 
-1. How a job is handed to OpenVINO and back to an I/O thread waiting in a poller, interleaved sample
-   by sample on the same compiled model: ``start_async()+wait()`` (the floor), ``InferRequest`` with
-   ``set_callback`` + eventfd (what the agent does), and ``AsyncInferQueue`` + callback + eventfd.
+1. How a job is handed to OpenVINO and back to the I/O thread, interleaved sample by sample on the same
+   compiled model: ``start_async()+wait()`` (the floor); ``InferRequest`` without a callback, the owner
+   waiting in ``wait_for`` slices (what the agent does at one request); ``InferRequest`` with
+   ``set_callback`` + eventfd to a thread waiting in a poller (what it does at more); the same callback
+   with the owner in ``wait_for`` (which shows the cost is the Python callback, not the eventfd); and
+   ``AsyncInferQueue`` + callback + eventfd.
 2. Why a few microseconds of Python cost hundreds on this class of machine: ``parse_frame`` run hot
    (back to back) and after 1 ms / 5 ms idle (caches and CPU state cold again, as between camera frames).
 """
@@ -49,6 +52,10 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
     fd_r, fd_q = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
     req = cm.create_infer_request()
     req.set_callback(lambda _u: os.eventfd_write(fd_r, 1), None)
+    plain = cm.create_infer_request()
+    handed: list[int] = []
+    called = cm.create_infer_request()
+    called.set_callback(lambda _u: handed.append(1), None)
     queue = ov.AsyncInferQueue(cm, 1)
     queue.set_callback(lambda _r, _u: os.eventfd_write(fd_q, 1))
     wait_r, wait_q = _waiter(fd_r), _waiter(fd_q)
@@ -64,6 +71,14 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
         req.start_async()
         wait_r()
 
+    def run_waited(r: ov.InferRequest) -> None:
+        i[0] += 1
+        r.set_input_tensor(ov.Tensor(frames[i[0] % 4], shared_memory=True))
+        r.start_async()
+        while not r.wait_for(10):
+            pass
+        handed.clear()
+
     def run_queue() -> None:
         i[0] += 1
         queue.start_async({0: frames[i[0] % 4]}, None, share_inputs=True)
@@ -71,7 +86,9 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
 
     fns: dict[str, Callable[[], None]] = {
         "start_async+wait": run_direct,
+        "InferRequest, no callback, wait_for": lambda: run_waited(plain),
         "InferRequest+callback+eventfd": run_request,
+        "InferRequest+callback, wait_for": lambda: run_waited(called),
         "AsyncInferQueue+callback+eventfd": run_queue,
     }
     res: dict[str, list[float]] = {k: [] for k in fns}
@@ -111,9 +128,9 @@ def main(args: argparse.Namespace) -> int:
     d = dispatch(args.model, args.samples)
     base = d["start_async+wait"]
     for k, v in d.items():
-        print(f"  {k:<36} p50 {v:8.0f} us  ({v - base:+.0f} us)")
+        print(f"  {k:<38} p50 {v:8.0f} us  ({v - base:+.0f} us)")
     for k, v in cold_python(args.samples).items():
-        print(f"  {k:<36} p50 {v:8.1f} us")
+        print(f"  {k:<38} p50 {v:8.1f} us")
     return 0
 
 

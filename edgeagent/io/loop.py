@@ -51,8 +51,9 @@ from edgeagent.wire import Frame, FrameLimits, error_reply, parse_frame
 log = logging.getLogger("edgeagent.io")
 
 TICK_MS = 100  # the loop checks for stop, failed jobs, peer events and window ends at least this often
+WAIT_SLICE_MS = 10  # waiting on a single busy request, the loop looks at its sockets and inbox this often
 WINDOW_CHECK_NS = 5_000_000  # window ends, source expiry and the CPU reading are looked at this often
-MAX_BURST = 256  # messages read from one socket at once while stopping (the loop reads one per wake)
+MAX_BURST = 256  # messages read from one socket at once after a wait on a busy request, or while stopping
 
 
 @dataclass(frozen=True)
@@ -233,13 +234,24 @@ class IOLoop:
             waiting = self.slots.waiting
             next_failed_check_ns = 0
             while not self._stopping:
-                self._parked = True
-                if self._completions or self._inbox:
-                    timeout_ms = 0
+                if self.in_flight and self.engine.waits and not self._completions and not self._inbox:
+                    # One infer request and it is busy: no frame can start before it is done, so wait on the
+                    # request itself (no callback, no thread hop: see Engine.wait), in slices; then read
+                    # everything that came meanwhile.
+                    job = self.engine.wait(WAIT_SLICE_MS)
+                    if job is not None:
+                        self._completions.append(job)
+                    events = poller.poll(0)
+                    burst = MAX_BURST
                 else:
-                    timeout_ms = self._poll_timeout_ms() if self.engine.batch > 1 else TICK_MS
-                events = poller.poll(timeout_ms)
-                self._parked = False
+                    self._parked = True
+                    if self._completions or self._inbox:
+                        timeout_ms = 0
+                    else:
+                        timeout_ms = self._poll_timeout_ms() if self.engine.batch > 1 else TICK_MS
+                    events = poller.poll(timeout_ms)
+                    self._parked = False
+                    burst = 1
                 if self._completions:
                     self._handle_completions()
                 now_ns = time.monotonic_ns()
@@ -251,7 +263,7 @@ class IOLoop:
                 for s, _ev in events:
                     kind = kinds.get(s)
                     if kind is not None:
-                        self._read(s, kind, burst=1)
+                        self._read(s, kind, burst=burst)
                     elif s == wake_fd:
                         _drain_eventfd(wake_fd)
                 if waiting:
@@ -285,10 +297,11 @@ class IOLoop:
 
     # ---- read
     def _read(self, sock: zmq.Socket[Any], kind: str, stopping: bool = False, burst: int = MAX_BURST) -> None:
-        """Read and handle up to ``burst`` messages from ``sock``. The loop reads one per socket per wake:
-        its next poll is the check for more (and sees finished jobs too), where asking the socket again
-        after every message cost a zmq_poll or a failed receive per message, and a REQ camera, the common
-        case, never has a second message waiting (measured with ``edgeagent bench hotpath``)."""
+        """Read and handle up to ``burst`` messages from ``sock``. Polling, the loop reads one per socket per
+        wake: its next poll is the check for more (and sees finished jobs too), where asking the socket
+        again after every message cost a zmq_poll or a failed receive per message, and a REQ camera, the
+        common case, never has a second message waiting (measured with ``edgeagent bench hotpath``).
+        After waiting on a busy request it reads all that came meanwhile."""
         frigate_kind = kind == "frigate"
         routed = frigate_kind or kind == "listen"
         for _ in range(burst):
@@ -776,7 +789,11 @@ class IOLoop:
             self._drop(frame, "shutdown")
         deadline = time.monotonic() + 4.0
         while (self.in_flight > 0 or self._completions) and time.monotonic() < deadline:
-            events = dict(poller.poll(20))
+            if self.in_flight and self.engine.waits and not self._completions:
+                job = self.engine.wait(20)  # one request: no callback comes, its job is waited for
+                if job is not None:
+                    self._completions.append(job)
+            events = dict(poller.poll(0 if self._completions else 20))
             if self._wake_fd in events:
                 _drain_eventfd(self._wake_fd)
             self._handle_completions()

@@ -56,7 +56,12 @@ class FakeEngine:
     """The engine's owner-thread interface. Output per frame: the mean of its image (so a result can be
     matched to its frame), through the real batch stacking, padding and split."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait_at_one_request: bool = False) -> None:
+        """``wait_at_one_request``: like the real engine, no callback at a level of one request, where the
+        loop waits for its job (:meth:`wait`); the default calls back at every level, so tests drive
+        completions as they arrive from another thread."""
+        self.wait_at_one_request = wait_at_one_request
+        self.waits = False
         self.active: FakeCompiled | None = None
         self.idle: list[int] = []
         self.jobs: dict[int, tuple[list[Frame], np.ndarray, int, int]] = {}  # frames, input, submit, ahead
@@ -65,6 +70,7 @@ class FakeEngine:
         self._on_done: Callable[[int], None] | None = None
         self._lock = threading.Lock()  # jobs are started by the I/O thread and finished by the test's
         self._finished: set[int] = set()  # told done, not yet completed: a callback fires once per job
+        self._finished_cv = threading.Condition(self._lock)
 
     @property
     def batch(self) -> int:
@@ -73,6 +79,7 @@ class FakeEngine:
     def activate(self, compiled: FakeCompiled, on_done: Callable[[int], None]) -> None:
         assert not self.jobs, "activated with jobs in flight"
         self.active = compiled
+        self.waits = self.wait_at_one_request and compiled.level.requests == 1
         self.idle = list(range(compiled.level.requests))[::-1]
         self._on_done = on_done
         self.activations.append(compiled)
@@ -90,8 +97,19 @@ class FakeEngine:
         with self._lock:
             running = sorted((j for j in self.jobs if j not in self._finished), key=lambda j: self.jobs[j][2])[:n]
             self._finished.update(running)
-        for job in running:
-            self._on_done(job)
+            self._finished_cv.notify_all()
+        if not self.waits:
+            for job in running:
+                self._on_done(job)
+
+    def wait(self, timeout_ms: int) -> int | None:
+        """The I/O thread, when :attr:`waits`: the running job once the test has finished it, else None
+        after ``timeout_ms``."""
+        with self._lock:
+            job = next(iter(self.jobs))
+            if job not in self._finished:
+                self._finished_cv.wait(timeout_ms / 1000)
+            return job if job in self._finished else None
 
     def complete(self, job: int) -> Completion:
         with self._lock:
