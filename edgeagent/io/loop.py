@@ -52,6 +52,7 @@ log = logging.getLogger("edgeagent.io")
 
 TICK_MS = 100  # the loop checks for stop, failed jobs, peer events and window ends at least this often
 WAIT_SLICE_MS = 10  # waiting on a single busy request, the loop looks at its sockets and inbox this often
+WAIT_MARGIN_NS = 500_000  # it starts waiting on the request this long before the job's earliest end
 WINDOW_CHECK_NS = 5_000_000  # window ends, source expiry and the CPU reading are looked at this often
 MAX_BURST = 256  # messages read from one socket at once after a wait on a busy request, or while stopping
 
@@ -162,6 +163,7 @@ class IOLoop:
         # need the eventfd to wake it. Set before the loop looks at the completions, cleared after the
         # poll, so a job that finishes in between is either seen or wakes the poll (GIL-ordered).
         self._parked = False
+        self._wait_from_ns = 0  # one request busy: poll the sockets until then, then wait on the request
         self._stopping = False
         self._next_window_check_ns = 0
         self._next_peer_check_ns = 0
@@ -234,21 +236,30 @@ class IOLoop:
             waiting = self.slots.waiting
             next_failed_check_ns = 0
             while not self._stopping:
-                if self.in_flight and self.engine.waits and not self._completions and not self._inbox:
-                    # One infer request and it is busy: no frame can start before it is done, so wait on the
-                    # request itself (no callback, no thread hop: see Engine.wait), in slices; then read
-                    # everything that came meanwhile.
+                poll_ms = TICK_MS  # how long a poll may block (with one request busy: until the wait below)
+                waiting_on_job = self.in_flight and self.engine.waits and not self._completions and not self._inbox
+                if waiting_on_job:
+                    poll_ms = (self._wait_from_ns - time.monotonic_ns()) // 1_000_000  # whole ms: poll's unit
+                if waiting_on_job and poll_ms <= 0:
+                    # One infer request, busy, and its job may end any moment: nothing can start before it
+                    # does, so wait on the request itself (no callback, no thread hop: see Engine.wait), in
+                    # slices. Then read everything that came meanwhile, stamped as received when the wait
+                    # began: a frame's time in the agent is never understated.
+                    rx_floor_ns = time.monotonic_ns()
                     job = self.engine.wait(WAIT_SLICE_MS)
                     if job is not None:
                         self._completions.append(job)
                     events = poller.poll(0)
                     burst = MAX_BURST
                 else:
+                    # Frames and control events as they come; with one request busy, only until shortly
+                    # before its job's earliest end (then the wait above).
+                    rx_floor_ns = 0
                     self._parked = True
                     if self._completions or self._inbox:
                         timeout_ms = 0
                     else:
-                        timeout_ms = self._poll_timeout_ms() if self.engine.batch > 1 else TICK_MS
+                        timeout_ms = min(poll_ms, self._poll_timeout_ms() if self.engine.batch > 1 else TICK_MS)
                     events = poller.poll(timeout_ms)
                     self._parked = False
                     burst = 1
@@ -263,7 +274,7 @@ class IOLoop:
                 for s, _ev in events:
                     kind = kinds.get(s)
                     if kind is not None:
-                        self._read(s, kind, burst=burst)
+                        self._read(s, kind, burst=burst, rx_floor_ns=rx_floor_ns)
                     elif s == wake_fd:
                         _drain_eventfd(wake_fd)
                 if waiting:
@@ -296,19 +307,22 @@ class IOLoop:
         self.job_timer.stale_ns = int(sla.window_s * 1e9)
 
     # ---- read
-    def _read(self, sock: zmq.Socket[Any], kind: str, stopping: bool = False, burst: int = MAX_BURST) -> None:
+    def _read(
+        self, sock: zmq.Socket[Any], kind: str, stopping: bool = False, burst: int = MAX_BURST, rx_floor_ns: int = 0
+    ) -> None:
         """Read and handle up to ``burst`` messages from ``sock``. Polling, the loop reads one per socket per
         wake: its next poll is the check for more (and sees finished jobs too), where asking the socket
         again after every message cost a zmq_poll or a failed receive per message, and a REQ camera, the
         common case, never has a second message waiting (measured with ``edgeagent bench hotpath``).
-        After waiting on a busy request it reads all that came meanwhile."""
+        After waiting on a busy request it reads all that came meanwhile, with ``rx_floor_ns`` (when the
+        wait began) as their receipt time."""
         frigate_kind = kind == "frigate"
         routed = frigate_kind or kind == "listen"
         for _ in range(burst):
             parts = recv_message(sock)
             if parts is None:
                 return
-            rx_ns = time.monotonic_ns()
+            rx_ns = rx_floor_ns or time.monotonic_ns()
             envelope: list[Any] | None = None
             if routed:
                 parts, envelope = split_envelope(parts)
@@ -505,6 +519,9 @@ class IOLoop:
             if not self.engine.has_size(key):
                 self.view = replace(self.view, any_size_frames=self.view.any_size_frames + len(take.frames))
                 self._maybe_request_size(key, now_ns)
+            if engine.waits:
+                # Poll the sockets while this job surely runs; wait on it from shortly before it may end.
+                self._wait_from_ns = now_ns + max(0, timer.earliest_ns() - WAIT_MARGIN_NS)
             if self.in_flight == 0:
                 # The watchdog's clock: "no completion for too long while a job runs" starts at this job,
                 # not at the last completion before an idle gap (which made a new job look stalled).

@@ -119,6 +119,12 @@ class JobTimer:
             return int(self._estimates[below] * (1 + (ahead - below) / self.streams))
         return self.prior.get(ahead, self.prior.get(0, 0))
 
+    def earliest_ns(self, ahead: int = 0) -> int:
+        """The shortest of the last jobs with ``ahead`` in flight (0: none seen): the earliest a job of
+        the running level can be expected to finish."""
+        ordered = self._sorted.get(ahead)
+        return ordered[0] if ordered else 0
+
     def estimates(self) -> dict[int, int]:
         """``ahead`` → the measured estimate (ns), for a level switch's prior."""
         return dict(self._estimates)

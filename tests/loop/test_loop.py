@@ -14,7 +14,7 @@ import zmq
 from edgeagent.switcher import SizeDropped, SwitchFailed
 from edgeagent.wire import encode_native
 
-from .fakes import Harness, image, swap_to
+from .fakes import FakeEngine, Harness, image, swap_to
 
 MS = 1_000_000
 
@@ -339,3 +339,41 @@ def test_a_new_size_is_asked_for_once_again_after_a_drop_and_never_after_a_failu
     serve(4)
     assert len(h.size_requests) == 2  # a size that failed to compile is not asked for again
     assert h.loop.view.any_size_frames == 5
+
+
+def test_one_busy_request_frames_are_read_as_they_come_until_the_job_may_end_then_stamped_at_the_wait(
+    harness: Callable[..., Harness],
+) -> None:
+    """Waited for at one request (no callback): while the job surely runs (before its shortest recent
+    duration), the loop polls its sockets, so a frame is received and stamped as it comes; read after a
+    wait on the request, a frame is stamped when that wait began, never later (its time in the agent is
+    never understated)."""
+    h = harness(level=0, engine=FakeEngine(wait_at_one_request=True))
+    # The first job: its duration is not known yet, so the loop waits on it at once, in slices.
+    h.send("cam", 0, image(1))
+    h.wait("job 0", lambda: len(h.engine.started) == 1)
+    assert h.engine.waits
+    h.send("b", 0, image(2))
+    h.wait("b received", lambda: h.counts("b")["received"] == 1)
+    seen_ns = time.monotonic_ns()
+    time.sleep(0.3)
+    h.engine.finish()
+    h.wait("b started", lambda: len(h.engine.started) == 2)
+    b = h.engine.started[1][0]
+    assert b.source == "b" and h.engine.started[0][0].rx_ns <= b.rx_ns
+    assert seen_ns - b.rx_ns >= 5 * MS  # read at a slice's end (10 ms), stamped at its start
+    time.sleep(0.3)
+    h.engine.finish()
+    h.wait("result b", lambda: h.counts("b")["processed"] == 1)
+    # Jobs of >= 300 ms seen: for the next job's first ~300 ms the loop polls its sockets.
+    assert h.loop.job_timer.earliest_ns() >= 300 * MS
+    h.send("cam", 1, image(1))
+    h.wait("job 2", lambda: len(h.engine.started) == 3)
+    before_ns = time.monotonic_ns()
+    h.send("b", 1, image(3))
+    h.wait("b received during the job", lambda: h.counts("b")["received"] == 2)
+    h.engine.finish()
+    h.wait("b started", lambda: len(h.engine.started) == 4)
+    assert h.engine.started[3][0].rx_ns >= before_ns  # stamped when it came, not at a wait's start
+    h.engine.finish()
+    assert [r["source"] for r in h.collect(4)] == ["cam", "b", "cam", "b"]

@@ -226,3 +226,11 @@ def test_job_timer_estimate_equals_the_percentile_of_the_ring_over_a_long_random
         timer.observe(d, i * MS)
         window = [*window, d][-16:]
         assert timer.estimate_ns(i * MS) == int(nearest_rank(sorted(window), 90))
+
+
+def test_job_timer_earliest_is_the_shortest_recent_job_per_ahead() -> None:
+    timer = JobTimer(size=4)
+    assert timer.earliest_ns() == 0  # nothing seen
+    for i, d in enumerate((9, 5, 7, 8, 6, 10)):  # the 5 falls out of the last 4
+        timer.observe(d * MS, i * MS)
+    assert timer.earliest_ns() == 6 * MS and timer.earliest_ns(ahead=1) == 0
