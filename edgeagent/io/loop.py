@@ -1,15 +1,17 @@
 """The I/O thread: poll → read → dispatch → complete → tick, nothing else.
 
 One frame's path: socket (receive timestamp) → :func:`~edgeagent.wire.parse_frame` → its source's
-slot (:mod:`edgeagent.io.slots`) → ``engine.submit`` on an idle infer request (zero copy) → OpenVINO
-callback → completion deque + eventfd wake → REQ reply, then PUB result (:mod:`edgeagent.io.results`)
+slot (:mod:`edgeagent.io.slots`) → ``engine.submit`` on an idle infer request (zero copy) → at one
+request, a wait on it (``Engine.wait``); at more, OpenVINO's callback → completion deque + eventfd wake
+→ REQ reply, then PUB result (:mod:`edgeagent.io.results`)
 → accounting, latency hook, window meter (:mod:`edgeagent.io.meter`) → at each window end the
 controller (:mod:`edgeagent.control`), whose target level goes to the switcher; the switcher's
 compiled model comes back through :meth:`IOLoop.post` and is swapped in once no job is in flight.
 
 Why one thread: ZeroMQ sockets are not thread-safe, the ROUTER that receives an imagezmq request
 must also send its reply, and every thread hand-off costs tens of microseconds on a small edge CPU.
-It never blocks on inference: while every request is busy, frames wait in their slots.
+While every request is busy, frames wait in their slots; it blocks on inference only when the level
+has one request and it is busy (nothing else could start), in WAIT_SLICE_MS slices.
 
 Ownership: everything in :class:`IOLoop` belongs to the I/O thread, except the thread-safe entry
 points :meth:`IOLoop.post` and :meth:`IOLoop.request_stop`, and the fields other threads read:
