@@ -559,7 +559,7 @@ class IOLoop:
             for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
                 self._drop(f, "error")
             return
-        self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead)
+        self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead, int(c.infer_ms * 1e6))
         for frame, outputs in zip(c.frames, c.outputs):
             try:
                 self._publish(frame, outputs, c)

@@ -89,9 +89,16 @@ class JobTimer:
         # The nearest rank (1-based) of ``percent`` among n values, for every n up to size.
         self._rank = [0] + [max(1, int(nearest_rank(range(1, n + 1), percent))) for n in range(1, size + 1)]
         self._estimates: dict[int, int] = {}  # computed once per job, not on every dispatch and poll
+        self._ran: collections.deque[int] = collections.deque(maxlen=size)  # OpenVINO's own run times
+        self._earliest_ns = 0
         self._last_ns = 0
 
-    def observe(self, duration_ns: int, now_ns: int, ahead: int = 0) -> None:
+    def observe(self, duration_ns: int, now_ns: int, ahead: int = 0, ran_ns: int = 0) -> None:
+        """A job submitted with ``ahead`` in flight was seen done ``duration_ns`` after its submit;
+        ``ran_ns``: how long OpenVINO says it ran (the request's own latency; 0: unknown)."""
+        if ran_ns > 0:
+            self._ran.append(ran_ns)
+            self._earliest_ns = min(self._ran)
         ring = self._rings.get(ahead)
         if ring is None:
             ring = self._rings[ahead] = collections.deque()
@@ -119,11 +126,12 @@ class JobTimer:
             return int(self._estimates[below] * (1 + (ahead - below) / self.streams))
         return self.prior.get(ahead, self.prior.get(0, 0))
 
-    def earliest_ns(self, ahead: int = 0) -> int:
-        """The shortest of the last jobs with ``ahead`` in flight (0: none seen): the earliest a job of
-        the running level can be expected to finish."""
-        ordered = self._sorted.get(ahead)
-        return ordered[0] if ordered else 0
+    def earliest_ns(self) -> int:
+        """The shortest run time OpenVINO reported for the last jobs (0: none seen): the earliest a job of
+        the running level can be expected to finish. From the engine's clock, not from when the loop
+        saw a job done: a loop that waits until the earliest end before looking would otherwise learn
+        its own lateness and never look earlier again."""
+        return self._earliest_ns
 
     def estimates(self) -> dict[int, int]:
         """``ahead`` → the measured estimate (ns), for a level switch's prior."""
@@ -135,6 +143,8 @@ class JobTimer:
         self._rings = {}
         self._sorted = {}
         self._estimates = {}
+        self._ran.clear()
+        self._earliest_ns = 0
         self._last_ns = 0
 
 

@@ -70,6 +70,7 @@ class FakeEngine:
         self._on_done: Callable[[int], None] | None = None
         self._lock = threading.Lock()  # jobs are started by the I/O thread and finished by the test's
         self._finished: set[int] = set()  # told done, not yet completed: a callback fires once per job
+        self._finished_ns: dict[int, int] = {}  # when the test finished each: its run time, as OpenVINO's
         self._finished_cv = threading.Condition(self._lock)
 
     @property
@@ -97,6 +98,9 @@ class FakeEngine:
         with self._lock:
             running = sorted((j for j in self.jobs if j not in self._finished), key=lambda j: self.jobs[j][2])[:n]
             self._finished.update(running)
+            now_ns = time.monotonic_ns()
+            for job in running:
+                self._finished_ns[job] = now_ns
             self._finished_cv.notify_all()
         if not self.waits:
             for job in running:
@@ -115,9 +119,10 @@ class FakeEngine:
         with self._lock:
             frames, data, submit_ns, ahead = self.jobs.pop(job)
             self._finished.discard(job)
+            ran_ms = (self._finished_ns.pop(job, submit_ns) - submit_ns) / 1e6
             self.idle.append(job)
         means = data.reshape(data.shape[0], -1).mean(axis=1, keepdims=True).astype(np.float32)
-        return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, 1.0, ahead=ahead)
+        return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, ran_ms, ahead=ahead)
 
     def failed_jobs(self) -> list[Completion]:
         return []

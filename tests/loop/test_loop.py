@@ -377,3 +377,11 @@ def test_one_busy_request_frames_are_read_as_they_come_until_the_job_may_end_the
     assert h.engine.started[3][0].rx_ns >= before_ns  # stamped when it came, not at a wait's start
     h.engine.finish()
     assert [r["source"] for r in h.collect(4)] == ["cam", "b", "cam", "b"]
+    # Jobs get fast: the earliest end follows the engine's run time (the fake's: until finish()), not when
+    # the loop saw the job done, or a loop that looks only after the old earliest end would never learn.
+    for seq in (2, 3):
+        h.send("cam", seq, image(1))
+        h.wait(f"fast job {seq}", lambda n=seq: len(h.engine.started) == n + 3)  # type: ignore[misc]
+        h.engine.finish()
+        h.wait(f"fast result {seq}", lambda n=seq: h.counts("cam")["processed"] == n + 1)  # type: ignore[misc]
+    assert h.loop.job_timer.earliest_ns() < 150 * MS

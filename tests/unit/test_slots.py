@@ -228,9 +228,13 @@ def test_job_timer_estimate_equals_the_percentile_of_the_ring_over_a_long_random
         assert timer.estimate_ns(i * MS) == int(nearest_rank(sorted(window), 90))
 
 
-def test_job_timer_earliest_is_the_shortest_recent_job_per_ahead() -> None:
+def test_job_timer_earliest_is_the_shortest_recent_run_time_openvino_reported() -> None:
     timer = JobTimer(size=4)
     assert timer.earliest_ns() == 0  # nothing seen
-    for i, d in enumerate((9, 5, 7, 8, 6, 10)):  # the 5 falls out of the last 4
-        timer.observe(d * MS, i * MS)
-    assert timer.earliest_ns() == 6 * MS and timer.earliest_ns(ahead=1) == 0
+    for i, ran in enumerate((9, 5, 7, 8, 6, 10)):  # the 5 falls out of the last 4
+        timer.observe(30 * MS, i * MS, ran_ns=ran * MS)  # seen done late: the run time counts, not that
+    assert timer.earliest_ns() == 6 * MS
+    timer.observe(2 * MS, 7 * MS)  # no run time reported: earliest unchanged
+    assert timer.earliest_ns() == 6 * MS
+    timer.reset()
+    assert timer.earliest_ns() == 0
