@@ -106,16 +106,6 @@ class Accounting:
         self._seen[source] = now_ns
         return True
 
-    def received(self, label: str, now_ns: int = 0) -> None:
-        """A message counted under ``label`` arrived (``now_ns``: its receipt, ``time.monotonic_ns()``)."""
-        c = self._sources.get(label)
-        if c is None:
-            with self._lock:
-                c = self._get(label)
-        c.received += 1
-        if label not in _SPECIAL:
-            self._seen[label] = now_ns or time.monotonic_ns()
-
     def _touch(self, label: str) -> None:
         if label not in _SPECIAL:
             self._seen[label] = time.monotonic_ns()
