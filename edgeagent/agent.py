@@ -88,7 +88,9 @@ class Agent:
         rc = cfg.results
         nms = (rc.score_threshold, rc.iou_threshold, rc.max_detections) if rc.postprocess == "yolo" else None
         self.engine = Engine(cfg.model, self.cpus, yolo_nms=nms)
-        self.ladder = self.engine.ladder(cfg.engine.max_batch, accuracy_rung=cfg.sla.precision == "auto")
+        # YOLO-NAS's flat NMS rows are told apart by an image index, not a batch axis: batch 1 only.
+        max_batch = 1 if rc.postprocess == "yolonas" else cfg.engine.max_batch
+        self.ladder = self.engine.ladder(max_batch, accuracy_rung=cfg.sla.precision == "auto")
         level = min(cfg.engine.level, len(self.ladder) - 1)
         self.switcher = Switcher(self.engine, self.ladder, cfg.model, self._post, keep=cfg.engine.keep_compiled)
         compiled = self.switcher.compile(level)
@@ -351,7 +353,7 @@ def _check_results(cfg: Config, info: ModelInfo) -> None:
         if why is not None:
             raise ConfigError(f"{why} ({info.path})")
     elif cfg.frigate.endpoints:
-        raise ConfigError("--frigate needs detections: add --postprocess yolo or --postprocess ssd")
+        raise ConfigError("--frigate needs detections: add --postprocess yolo, ssd or yolonas")
     if rc.labels:
         read_labels(rc.labels)
 

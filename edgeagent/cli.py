@@ -106,7 +106,10 @@ RUN_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     (
         "--postprocess",
         "results.postprocess",
-        {"choices": ["none", "topk", "yolo", "ssd"], "help": "topk: a classifier's best; yolo, ssd: detections"},
+        {
+            "choices": ["none", "topk", "yolo", "ssd", "yolonas"],
+            "help": "topk: a classifier's best; yolo, ssd, yolonas: detections",
+        },
     ),
     (
         "--score-threshold",

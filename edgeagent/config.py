@@ -115,7 +115,7 @@ class IngestConfig:
 class ResultsConfig:
     publish: str = "tcp://127.0.0.1:5556"  # PUB endpoint; "" disables publishing
     # "topk": a classifier's best classes; "yolo" / "ssd": detections (boxes in the frame's pixels)
-    postprocess: Literal["none", "topk", "yolo", "ssd"] = "none"
+    postprocess: Literal["none", "topk", "yolo", "ssd", "yolonas"] = "none"
     topk: int = 5
     send_outputs: bool = True  # attach raw output tensors as extra message parts
     score_threshold: float = 0.25  # detections: lowest score kept
@@ -439,7 +439,7 @@ source_idle_s = 60.0                      # a silent source frees its place afte
 
 [results]
 publish = "tcp://127.0.0.1:5556"          # PUB, topic = source name; "" disables
-postprocess = "none"                      # "topk": a classifier's best; "yolo" / "ssd": detections
+postprocess = "none"                      # "topk": a classifier's best; "yolo" / "ssd" / "yolonas": detections
 topk = 5
 send_outputs = true
 score_threshold = 0.25                    # detections: lowest score kept
@@ -449,7 +449,7 @@ max_detections = 100
 
 [frigate]
 # Frigate NVR (>= 0.17) ZMQ detector: detectors: {ov: {type: zmq, endpoint: tcp://AGENT:5560}}
-endpoints = []                            # e.g. ["tcp://*:5560"]; needs results.postprocess yolo or ssd
+endpoints = []                            # e.g. ["tcp://*:5560"]; needs results.postprocess yolo, ssd or yolonas
 request_timeout_ms = 200.0                # Frigate's request_timeout_ms: older requests are dropped (late)
 pixel_format = "rgb"                      # Frigate's model.input_pixel_format
 float_range = "0-1"                       # float32 tensors from Frigate: "0-1" or "0-255"

@@ -8,6 +8,10 @@ Families (``results.postprocess``):
   class-wise NMS.
 * ``ssd``: DetectionOutput-style ``[1, 1, N, 7]`` rows ``(image_id, label, conf, x_min, y_min, x_max,
   y_max)`` normalised to the input (NMS done by the model). Rows with ``image_id < 0`` end the list.
+* ``yolonas``: YOLO-NAS exported with its NMS in the "flat" format (super-gradients, and the models
+  Frigate documents): ``[N, 7]`` rows ``(image_index, x_min, y_min, x_max, y_max, score, class)`` in
+  model-input pixels (NMS done by the model). A row with ``class < 0`` ends the list. The rows of a
+  batch are not split by a batch axis but by ``image_index``, so the agent runs it at batch 1.
 
 Boxes are then mapped from the model's input back to the received frame (undoing the resize or the
 letterbox, :class:`~edgeagent.models.Geometry`) and clipped to it. Everything is vectorised numpy on
@@ -27,7 +31,7 @@ import numpy as np
 from edgeagent.errors import ConfigError
 from edgeagent.models import Geometry
 
-FAMILIES = ("yolo", "ssd")
+FAMILIES = ("yolo", "ssd", "yolonas")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,20 @@ def decode_ssd(out: np.ndarray, score_threshold: float, limit: int, model_hw: tu
     return Detections(rows[:, 1].astype(np.int64), rows[:, 2].astype(np.float32), boxes)
 
 
+def decode_yolonas(out: np.ndarray, score_threshold: float, limit: int) -> Detections:
+    """Flat ``[N, 7]`` rows (``[1, N, 7]`` too) → detections in model-input pixels (the model did the NMS);
+    rows of image 0 only (the agent runs this family at batch 1)."""
+    if out.size % 7 or out.shape[-1] != 7:
+        raise ValueError(f"a YOLO-NAS flat output is [N, 7], got {list(out.shape)}")
+    rows = out.reshape(-1, 7)
+    end = np.flatnonzero(rows[:, 6] < 0)
+    if end.size:
+        rows = rows[: end[0]]
+    rows = rows[(rows[:, 0] == 0) & (rows[:, 5] >= score_threshold)]
+    rows = rows[np.argsort(-rows[:, 5], kind="stable")[:limit]]
+    return Detections(rows[:, 6].astype(np.int64), rows[:, 5].astype(np.float32), rows[:, 1:5].astype(np.float32))
+
+
 def to_frame(det: Detections, geo: Geometry) -> Detections:
     """Model-input pixels → the received frame's pixels (undo resize or letterbox), clipped to it."""
     if len(det) == 0:
@@ -193,6 +211,8 @@ class Decoder:
             return self._rows_to_frame(outputs[self.rows], geo)
         if self.family == "yolo":
             det = decode_yolo(out, self.score_threshold, self.iou, self.limit)
+        elif self.family == "yolonas":
+            det = decode_yolonas(out, self.score_threshold, self.limit)
         else:
             det = decode_ssd(out, self.score_threshold, self.limit, self.model_hw)
         return to_frame(det, geo)
@@ -209,4 +229,6 @@ def check_outputs(family: str, outputs: Sequence[tuple[str, str, tuple[int, ...]
             return f"--postprocess yolo expects an output [1, 4+C, N] or [1, N, 4+C]; output 0 is {list(shape)}"
     elif family == "ssd" and (not shape or shape[-1] != 7):
         return f"--postprocess ssd expects an output [1, 1, N, 7]; output 0 is {list(shape)}"
+    elif family == "yolonas" and (len(shape) not in (2, 3) or shape[-1] != 7 or (len(shape) == 3 and shape[0] != 1)):
+        return f"--postprocess yolonas expects a flat output [N, 7]; output 0 is {list(shape)}"
     return None

@@ -33,6 +33,8 @@ KEPT = (0, 2, 3, 5, 6, 7)  # YOLO_CANDIDATES after threshold 0.25 and class-wise
 YOLO_CLASSES = 3
 LABELS = ["person", "car", "dog"]
 # SSD rows (label, conf, x_min, y_min, x_max, y_max), normalised.
+# YOLO-NAS flat rows (image, x1, y1, x2, y2, score, class) in 320x320 input pixels; then padding (class -1).
+YOLONAS_ROWS = [(0, 40.0, 80.0, 200.0, 240.0, 0.9, 2), (0, 0.0, 160.0, 160.0, 320.0, 0.6, 7), (0, 5, 5, 9, 9, 0.1, 1)]
 SSD_ROWS = [(1, 0.95, 0.25, 0.25, 0.75, 0.5), (2, 0.5, 0.0, 0.5, 0.5, 1.0), (3, 0.1, 0.1, 0.1, 0.2, 0.2)]
 
 
@@ -72,6 +74,18 @@ def ssd_model(path: Path, size: int = 300) -> Path:
     y = _through_input(x, rows)
     y.output(0).get_tensor().set_names({"detection_out"})
     ov.save_model(ov.Model([y.output(0)], [x], "synthetic-ssd"), path, compress_to_fp16=False)
+    return path
+
+
+def yolonas_model(path: Path, size: int = 320) -> Path:
+    rows = np.zeros((20, 7), np.float32)
+    rows[len(YOLONAS_ROWS) :, 6] = -1
+    for i, row in enumerate(YOLONAS_ROWS):
+        rows[i] = row
+    x = ops.parameter([1, 3, size, size], np.float32, name="input")
+    y = _through_input(x, rows)
+    y.output(0).get_tensor().set_names({"graph2_flat_predictions"})
+    ov.save_model(ov.Model([y.output(0)], [x], "synthetic-yolonas"), path, compress_to_fp16=False)
     return path
 
 

@@ -14,7 +14,16 @@ import openvino as ov
 import pytest
 import zmq
 
-from tests.detectors import LABELS, SSD_ROWS, expected_yolo, nudenet_path, ssd_model, yolo_model
+from tests.detectors import (
+    LABELS,
+    SSD_ROWS,
+    YOLONAS_ROWS,
+    expected_yolo,
+    nudenet_path,
+    ssd_model,
+    yolo_model,
+    yolonas_model,
+)
 from tests.helpers import recv_result, subscriber
 
 
@@ -62,6 +71,24 @@ def test_ssd_rows_come_back_in_frame_pixels(start_agent: Any, tmp_path: Path) ->
     for d, (_label, conf, *box) in zip(got, SSD_ROWS):
         assert d["score"] == pytest.approx(conf, abs=1e-5)
         np.testing.assert_allclose(d["box"], np.array(box) * [640, 480, 640, 480], atol=0.02)
+
+
+def test_yolonas_flat_rows_come_back_in_frame_pixels_and_the_ladder_has_no_batch(
+    start_agent: Any, tmp_path: Path
+) -> None:
+    model = str(yolonas_model(tmp_path / "yolonas.xml"))
+    agent = start_agent("--model", model, "--postprocess", "yolonas", "--resize", "letterbox", "--precision", "f32")
+    reply = send(agent, "cam", np.zeros((480, 640, 3), np.uint8))
+    got = reply["detections"]
+    assert [d["class"] for d in got] == [2, 7]  # the 0.1 row is under the threshold; padding ends the list
+    assert [d["score"] for d in got] == pytest.approx([0.9, 0.6], abs=1e-5)
+    # 640x480 letterboxed into 320x320: scale 0.5, 40 px bars at the top and bottom; clipped to the frame.
+    s, top = 0.5, 40
+    for d, (_i, x1, y1, x2, y2, _score, _c) in zip(got, YOLONAS_ROWS):
+        want = [x1 / s, (y1 - top) / s, x2 / s, min(480.0, (y2 - top) / s)]
+        np.testing.assert_allclose(d["box"], want, atol=0.02)
+    ladder = next(ln for ln in agent.log().splitlines() if "event=ladder" in ln)
+    assert "batch=1" in ladder and "batch=2" not in ladder  # flat rows carry an image index: batch 1 only
 
 
 def test_postprocess_that_does_not_fit_the_model_is_refused_at_start(start_agent: Any, tmp_path: Path) -> None:

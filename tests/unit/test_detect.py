@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeagent.detect import Decoder, decode_ssd, decode_yolo, nms, to_frame
+from edgeagent.detect import Decoder, check_outputs, decode_ssd, decode_yolo, decode_yolonas, nms, to_frame
 from edgeagent.models import Geometry, ModelInfo, geometry
 
 
@@ -74,6 +74,31 @@ def test_ssd_rows_are_normalised_sorted_and_end_at_a_negative_image_id() -> None
     det = decode_ssd(rows, 0.25, 100, model_hw=(300, 400))
     assert det.classes.tolist() == [1, 3]
     np.testing.assert_allclose(det.boxes, [[200, 150, 400, 300], [40, 60, 120, 120]], rtol=1e-6)
+
+
+def test_yolonas_flat_rows_are_image_0s_sorted_by_score_and_end_at_a_negative_class() -> None:
+    rows = np.array(
+        [
+            [0, 10, 20, 110, 220, 0.6, 3],
+            [0, 0, 0, 640, 640, 0.9, 0],
+            [1, 5, 5, 50, 50, 0.99, 1],  # another image of a batch: not this frame's
+            [0, 1, 2, 3, 4, 0.1, 2],  # under the threshold
+            [0, 0, 0, 0, 0, 0.0, -1],  # end of the list (padding)
+            [0, 7, 7, 9, 9, 0.95, 5],  # after the end: ignored
+        ],
+        np.float32,
+    )
+    for out in (rows, rows[None]):
+        det = decode_yolonas(out, 0.25, 100)
+        assert det.classes.tolist() == [0, 3] and det.scores.tolist() == pytest.approx([0.9, 0.6])
+        np.testing.assert_array_equal(det.boxes, [[0, 0, 640, 640], [10, 20, 110, 220]])
+    assert len(decode_yolonas(rows, 0.25, 1)) == 1
+    assert len(decode_yolonas(np.zeros((0, 7), np.float32), 0.25, 100)) == 0
+    with pytest.raises(ValueError, match=r"\[N, 7\]"):
+        decode_yolonas(np.zeros((1, 84, 10), np.float32), 0.25, 100)
+    assert check_outputs("yolonas", [("o", "f32", (20, 7))]) is None
+    assert check_outputs("yolonas", [("o", "f32", (1, 20, 7))]) is None
+    assert "expects a flat output [N, 7]" in str(check_outputs("yolonas", [("o", "f32", (1, 84, 8400))]))
 
 
 def info(resize: str, hw: tuple[int, int] = (640, 640)) -> ModelInfo:
