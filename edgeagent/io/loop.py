@@ -252,9 +252,7 @@ class IOLoop:
                     # slices. Then read everything that came meanwhile, stamped as received when the wait
                     # began: a frame's time in the agent is never understated.
                     rx_floor_ns = time.monotonic_ns()
-                    job = self.engine.wait(WAIT_SLICE_MS)
-                    if job is not None:
-                        self._completions.append(job)
+                    self._wait_on_job(WAIT_SLICE_MS)
                     events = poller.poll(0)
                     burst = MAX_BURST
                 else:
@@ -292,9 +290,16 @@ class IOLoop:
             self.sockets.close()
             self.stopped.set()
 
+    def _wait_on_job(self, timeout_ms: int) -> None:
+        """One request, busy: wait up to ``timeout_ms`` for its job (Engine.wait); done, it is queued as a
+        completion, as OpenVINO's callback queues one at more requests."""
+        job = self.engine.wait(timeout_ms)
+        if job is not None:
+            self._completions.append(job)
+
     def _poll_timeout_ms(self) -> int:
-        """Until a partial batch must start (batch > 1), else TICK_MS."""
-        if self.engine.batch > 1 and self._swap is None and self.engine.idle and self.slots.waiting:
+        """Until a partial batch must start (called at batch > 1), else TICK_MS."""
+        if self._swap is None and self.engine.idle and self.slots.waiting:
             now_ns = time.monotonic_ns()
             job_ns = self.job_timer.estimate_ns(now_ns, self.in_flight)
             wait_ns = self.slots.wait_ns(now_ns, self.engine.batch, self._batch_wait_ns, self._sla_ns, job_ns)
@@ -816,9 +821,7 @@ class IOLoop:
         deadline = time.monotonic() + 4.0
         while (self.in_flight > 0 or self._completions) and time.monotonic() < deadline:
             if self.in_flight and self.engine.waits and not self._completions:
-                job = self.engine.wait(20)  # one request: no callback comes, its job is waited for
-                if job is not None:
-                    self._completions.append(job)
+                self._wait_on_job(20)  # one request: no callback comes, its job is waited for
             events = dict(poller.poll(0 if self._completions else 20))
             if self._wake_fd in events:
                 _drain_eventfd(self._wake_fd)
