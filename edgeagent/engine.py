@@ -176,6 +176,11 @@ class Engine:
         self.active: Compiled | None = None
         self.idle: list[int] = []  # free job slots (owner thread)
         self.waits = False  # one request: no callback, the owner thread waits for its job (wait())
+        # One request, and the owner thread may run a job itself (run()): see _InlineInfer.
+        self.inline = False
+        self._infer = _InlineInfer(cpus.io == cpus.inference)
+        self._ran: set[int] = set()  # jobs run inline, not yet completed
+        self._errors: dict[int, str] = {}  # job → why its inline run failed (complete() reports it)
         self._graphs: dict[SizeKey, _Graph] = {}
         # job → (graph, frames, submit time, input tensor). The tensor shares the input's memory, and OpenVINO does
         # not keep that memory alive: a stacked batch would be freed (and overwritten) mid-inference without it.
@@ -324,6 +329,7 @@ class Engine:
         self._ragged = (names.index(NMS_ROWS), names.index(NMS_COUNT)) if NMS_COUNT in names else None
         self._graphs = built
         self.waits = compiled.level.requests == 1
+        self.inline = self.waits and self._infer.allowed
         self.idle = list(range(compiled.level.requests))[::-1]
         self._jobs = {}
         self.active = compiled
@@ -367,6 +373,35 @@ class Engine:
         message for raw frames). Larger batches are stacked into one contiguous array (one copy).
         Frames without a graph of their own run on the any-size graph (non-BGR ones converted first).
         """
+        job, g, req, tensor = self._prepare(frames)
+        req.set_input_tensor(tensor)
+        submit_ns = time.monotonic_ns()
+        req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
+        g.used_ns = submit_ns
+        self.idle.pop()
+        self._jobs[job] = (g, frames, submit_ns, tensor, len(self._jobs))
+
+    def run(self, frames: list[Frame]) -> int:
+        """Owner thread, when :attr:`inline` (one request, idle): run one job on this thread, to its end, as
+        a blocking ``infer()`` does. Returns the job, done: :meth:`complete` collects it (its outputs, or
+        why it failed). Nothing else can start meanwhile at one request, and the job needs no thread hop
+        either way: OpenVINO runs it on the calling thread and nobody has to wake the owner afterwards."""
+        job, g, req, tensor = self._prepare(frames)
+        submit_ns = time.monotonic_ns()
+        g.used_ns = submit_ns
+        self.idle.pop()
+        self._jobs[job] = (g, frames, submit_ns, tensor, 0)
+        self._ran.add(job)
+        try:
+            self._infer(req, tensor)
+        except RuntimeError as exc:
+            self._errors[job] = str(exc)[:200]
+        if not self._infer.allowed:  # this run moved the thread off its CPUs: async from the next job on
+            self.inline = False
+        return job
+
+    def _prepare(self, frames: list[Frame]) -> tuple[int, _Graph, ov.InferRequest, ov.Tensor]:
+        """The idle job slot, graph, request and input tensor (sharing the frames' memory) for ``frames``."""
         assert self.active is not None
         job = self.idle[-1]
         key = frames[0].key
@@ -377,14 +412,7 @@ class Engine:
             if key[2] != "bgr":
                 images = [to_bgr(im, key[2]) for im in images]
         data = batch_input(images, self.active.level.batch)
-        req = g.requests[job]
-        tensor = ov.Tensor(data, shared_memory=True)
-        req.set_input_tensor(tensor)
-        submit_ns = time.monotonic_ns()
-        req.start_async()  # raises RuntimeError if OpenVINO refuses: the request stays idle
-        g.used_ns = submit_ns
-        self.idle.pop()
-        self._jobs[job] = (g, frames, submit_ns, tensor, len(self._jobs))
+        return job, g, g.requests[job], ov.Tensor(data, shared_memory=True)
 
     def complete(self, job: int) -> Completion:
         """Owner thread, after ``on_done(job)``: collect the outputs (copied: the request is reused)
@@ -392,8 +420,14 @@ class Engine:
         g, frames, submit_ns, _tensor, ahead = self._jobs.pop(job)
         req = g.requests[job]
         try:
-            req.wait()  # returns at once: the job is done; makes sure its callback has returned too
-            tensors = [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
+            if job in self._ran:  # run inline: done, no callback, and a failure was kept (OpenVINO keeps none)
+                self._ran.discard(job)
+                if job in self._errors:
+                    raise RuntimeError(self._errors.pop(job))
+            else:
+                req.wait()  # returns at once: the job is done; makes sure its callback has returned too
+            own = g.outputs[job]
+            tensors = [o if o is not None else req.get_output_tensor(i).data for i, o in enumerate(own)]
             completion = Completion(
                 frames,
                 split_outputs(tensors, len(frames), self.batch, self._ragged),
@@ -454,7 +488,80 @@ def _graph(model: ov.CompiledModel, requests: int, on_done: Callable[[int], None
         if requests > 1:
             req.set_callback(on_done, job)
         g.requests.append(req)
+        g.outputs.append(_own_outputs(req))
     return g
+
+
+def _own_outputs(req: ov.InferRequest) -> list[np.ndarray | None]:
+    """Arrays of the agent's own that ``req`` writes its static-shaped outputs into (set once, so a job's
+    outputs are read without asking OpenVINO for its tensors: ``get_output_tensor(i).data`` cost ~30 µs
+    per job here, ``edgeagent bench dispatch``). None for an output whose shape is known only after the
+    job (in-graph NMS rows) or whose type numpy lacks: that one is read from the request."""
+    own: list[np.ndarray | None] = []
+    for i, port in enumerate(req.model_outputs):
+        shape = port.get_partial_shape()
+        try:
+            dtype = np.dtype(port.get_element_type().to_dtype())
+        except (RuntimeError, TypeError, ValueError):
+            dtype = None
+        if not shape.is_static or dtype is None or dtype.kind not in "biuf":
+            own.append(None)
+            continue
+        arr = np.zeros(tuple(shape.to_shape()), dtype)
+        req.set_output_tensor(i, ov.Tensor(arr, shared_memory=True))
+        own.append(arr)
+    return own
+
+
+try:  # the compiled InferRequest that openvino.InferRequest wraps in Python (see _InlineInfer)
+    from openvino._pyopenvino import InferRequest as _CompiledRequest
+except ImportError:  # pragma: no cover - an OpenVINO without it: the public call is used
+    _CompiledRequest = None
+
+
+class _InlineInfer:
+    """A blocking inference on the owner thread, as cheap as OpenVINO allows from Python.
+
+    The public ``InferRequest.infer()`` wraps the compiled call in Python (input dispatch, an output
+    dict): ~30 µs more per job at the median here (``edgeagent bench dispatch``), about what a blocking
+    call saves over ``start_async`` + ``wait_for``. So the compiled method is called directly with the
+    input tensor (its outputs come back as views, unused: the agent reads its own output arrays); where an
+    OpenVINO version lacks that signature, the public call is used.
+
+    ``allowed``: only where the owner thread shares the inference CPUs (1 or 2 CPUs: a hand-written hub's
+    case); with a CPU of its own it must not run inference. The first run also checks that OpenVINO left
+    the thread's CPU affinity as it was; if not, it is restored and inline runs stop."""
+
+    def __init__(self, allowed: bool) -> None:
+        self.allowed = allowed
+        self._compiled = _CompiledRequest.infer if _CompiledRequest is not None else None
+        self._checked = False
+
+    def __call__(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
+        if not self._checked:
+            self._first(req, tensor)
+        elif self._compiled is not None:
+            self._compiled(req, tensor, True, False)  # (input, share_outputs, decode_strings)
+        else:
+            req.infer(tensor, share_inputs=True, share_outputs=True)
+
+    def _first(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
+        self._checked = True
+        before = os.sched_getaffinity(0)
+        try:
+            if self._compiled is not None:
+                try:
+                    self._compiled(req, tensor, True, False)
+                    return
+                except TypeError:  # another signature in this OpenVINO version
+                    self._compiled = None
+            req.infer(tensor, share_inputs=True, share_outputs=True)
+        finally:
+            after = os.sched_getaffinity(0)
+            if after != before:
+                os.sched_setaffinity(0, before)
+                self.allowed = False
+                log.info("event=inline_inference_off reason=affinity cpus_before=%s cpus_after=%s", before, after)
 
 
 @dataclass
@@ -463,6 +570,7 @@ class _Graph:
 
     model: ov.CompiledModel
     requests: list[ov.InferRequest] = field(default_factory=list)
+    outputs: list[list[np.ndarray | None]] = field(default_factory=list)  # per request: see _own_outputs
     used_ns: int = 0
 
 

@@ -168,8 +168,9 @@ class _StateCollector(Collector):
         )
         yield CounterMetricFamily(
             "edgeagent_io_thread_cpu_seconds",
-            "CPU time of the I/O thread (sockets, parsing, dispatch, replies, results, bookkeeping): divided by "
-            "the frames processed, the agent's own cost per frame",
+            "CPU time of the I/O thread (sockets, parsing, dispatch, replies, results, bookkeeping; not the "
+            "inference it runs itself at one request): divided by the frames processed, the agent's own cost "
+            "per frame",
             value=st["io_cpu_s"],
         )
         yield CounterMetricFamily(

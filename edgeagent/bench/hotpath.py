@@ -59,15 +59,21 @@ class InstantEngine:
         self.output = np.random.default_rng(0).random((1, 1000), np.float32)
 
     batch = 1
-    waits = False  # finishes inside submit: the loop never waits for it
+    # Like the real engine at one request where the I/O thread shares the inference CPUs: the loop runs
+    # each job on its own thread (run), here done at once.
+    waits = True
+    inline = True
 
     def activate(self, compiled: _Compiled, on_done: Callable[[int], None]) -> None:
         self.active, self.idle, self._on_done = compiled, [0], on_done
 
-    def submit(self, frames: list[Frame]) -> None:
+    def run(self, frames: list[Frame]) -> int:
         job = self.idle.pop()
         self._jobs[job] = (frames, time.monotonic_ns())
-        self._on_done(job)
+        return job
+
+    def submit(self, frames: list[Frame]) -> None:  # not called: every job runs inline
+        raise AssertionError("InstantEngine runs every job inline")
 
     def complete(self, job: int) -> Completion:
         frames, submit_ns = self._jobs.pop(job)

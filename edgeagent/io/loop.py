@@ -1,8 +1,9 @@
 """The I/O thread: poll → read → dispatch → complete → tick, nothing else.
 
 One frame's path: socket (receive timestamp) → :func:`~edgeagent.wire.parse_frame` → its source's
-slot (:mod:`edgeagent.io.slots`) → ``engine.submit`` on an idle infer request (zero copy) → at one
-request, a wait on it (``Engine.wait``); at more, OpenVINO's callback → completion deque + eventfd wake
+slot (:mod:`edgeagent.io.slots`) → an idle infer request (zero copy): at one request a short job is run
+on this thread (``Engine.run``, where it shares the inference CPUs) or started and waited for
+(``Engine.wait``); at more, started, and OpenVINO's callback → completion deque + eventfd wake
 → REQ reply, then PUB result (:mod:`edgeagent.io.results`)
 → accounting, latency hook, window meter (:mod:`edgeagent.io.meter`) → at each window end the
 controller (:mod:`edgeagent.control`), whose target level goes to the switcher; the switcher's
@@ -11,7 +12,8 @@ compiled model comes back through :meth:`IOLoop.post` and is swapped in once no 
 Why one thread: ZeroMQ sockets are not thread-safe, the ROUTER that receives an imagezmq request
 must also send its reply, and every thread hand-off costs tens of microseconds on a small edge CPU.
 While every request is busy, frames wait in their slots; it blocks on inference only when the level
-has one request and it is busy (nothing else could start), in WAIT_SLICE_MS slices.
+has one request (nothing else could start meanwhile): for a short job, by running it, as a hand-written
+hub's blocking ``infer()`` does; for a longer one, in WAIT_SLICE_MS slices once it may end.
 
 Ownership: everything in :class:`IOLoop` belongs to the I/O thread, except the thread-safe entry
 points :meth:`IOLoop.post` and :meth:`IOLoop.request_stop`, and the fields other threads read:
@@ -170,12 +172,14 @@ class IOLoop:
         # poll, so a job that finishes in between is either seen or wakes the poll (GIL-ordered).
         self._parked = False
         self._wait_from_ns = 0  # one request busy: poll the sockets until then, then wait on the request
+        self._rx_floor_ns = 0  # set by a job run on this thread: when it began (see _dispatch)
         self._stopping = False
         self._next_window_check_ns = 0
         self._next_peer_check_ns = 0
         self._thread: threading.Thread | None = None
         # Read by other threads.
         self.io_cpu_ns = 0
+        self.inline_cpu_ns = 0  # CPU time of the jobs this thread ran itself (Engine.run)
         self.in_flight = 0
         self.last_progress_s = time.monotonic()
         static = tuple(size_name(k) for k in compiled.sizes if k != DYNAMIC)
@@ -253,6 +257,14 @@ class IOLoop:
                     # began: a frame's time in the agent is never understated.
                     rx_floor_ns = time.monotonic_ns()
                     self._wait_on_job(WAIT_SLICE_MS)
+                    if self._completions:  # its result out first: what came meanwhile is read right after
+                        self._handle_completions()
+                    events = poller.poll(0)
+                    burst = MAX_BURST
+                elif self._rx_floor_ns:
+                    # This thread ran a job itself (Engine.run): read what came meanwhile, stamped as received
+                    # when that job began.
+                    rx_floor_ns, self._rx_floor_ns = self._rx_floor_ns, 0
                     events = poller.poll(0)
                     burst = MAX_BURST
                 else:
@@ -350,8 +362,10 @@ class IOLoop:
                 internal = BadFrame("internal", f"{type(exc).__name__} while handling the message")
                 self._reject(internal, envelope, sock, frigate_kind)
             else:
-                if fresh_slot and self.engine.idle:
-                    self._dispatch()  # an idle request: start at once, before reading the next message
+                if fresh_slot and self.engine.idle and (burst == 1 or not self.engine.inline):
+                    # An idle request: start at once, before reading the next message. Not a job this
+                    # thread would run itself in a burst: the burst is read first (its frames compete).
+                    self._dispatch()
             if self._completions:
                 # A job finished during the burst: publish it and start the next one now, not after up to
                 # MAX_BURST more messages (under a camera flood that wait idled the request for ~20 ms).
@@ -497,8 +511,10 @@ class IOLoop:
 
     # ---- dispatch
     def _dispatch(self) -> None:
-        """Start jobs while an infer request is idle and frames are waiting (none while a swap is queued)."""
-        if self._swap is not None:
+        """Start jobs while an infer request is idle and frames are waiting. None while a swap is queued, or
+        after a job run on this thread until the sockets are read again (what came meanwhile competes for
+        the next job, and its receipt time is bounded by that one job)."""
+        if self._swap is not None or self._rx_floor_ns:
             return
         engine, slots, timer = self.engine, self.slots, self.job_timer
         while engine.idle and slots.waiting:
@@ -519,30 +535,52 @@ class IOLoop:
                 self._drop(frame, "late")
             if not take.frames:
                 return  # nothing waiting, or a partial batch waiting (bounded) for more sources
+            key = take.frames[0].key
+            any_size = not engine.has_size(key)  # asked before: a job run below has ended by its answer
+            earliest_ns = timer.earliest_ns() if engine.waits else 0
+            if engine.inline and earliest_ns <= POLL_DURING_JOBS_OVER_NS:
+                # One request and a short job: run it on this thread, as a hand-written hub's blocking
+                # infer() does (no thread hop either way), and send its result at once. What came
+                # meanwhile is read next, stamped as received when the job began (never understated).
+                self._started(now_ns, True)
+                cpu_ns = time.thread_time_ns()
+                self._completions.append(engine.run(take.frames))
+                self.inline_cpu_ns += time.thread_time_ns() - cpu_ns  # OpenVINO's, not the loop's own
+                self._rx_floor_ns = now_ns
+                self._handle_completions()
+                if any_size:
+                    self._ran_any_size(key, len(take.frames), now_ns)
+                return
             try:
-                self.engine.submit(take.frames)
+                engine.submit(take.frames)
             except RuntimeError as exc:  # OpenVINO refused the job: answer and count, keep going
                 self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
                 for f in take.frames:
                     self._drop(f, "error")
                 continue
-            key = take.frames[0].key
-            if not self.engine.has_size(key):
-                self.view = replace(self.view, any_size_frames=self.view.any_size_frames + len(take.frames))
-                self._maybe_request_size(key, now_ns)
+            if any_size:
+                self._ran_any_size(key, len(take.frames), now_ns)
             if engine.waits:
                 # Poll the sockets while a long job surely runs; wait on it from shortly before it may end.
-                earliest_ns = timer.earliest_ns()
                 self._wait_from_ns = now_ns + (
                     earliest_ns - WAIT_MARGIN_NS if earliest_ns > POLL_DURING_JOBS_OVER_NS else 0
                 )
-            if self.in_flight == 0:
-                # The watchdog's clock: "no completion for too long while a job runs" starts at this job,
-                # not at the last completion before an idle gap (which made a new job look stalled).
-                self.last_progress_s = time.monotonic()
-            self.in_flight += 1
-            if not engine.idle:
-                self.meter.busy(True, now_ns)
+            self._started(now_ns, not engine.idle)
+
+    def _ran_any_size(self, key: SizeKey, frames: int, now_ns: int) -> None:
+        """``frames`` of ``key`` went to the any-size graph: counted, and a graph of their own asked for."""
+        self.view = replace(self.view, any_size_frames=self.view.any_size_frames + frames)
+        self._maybe_request_size(key, now_ns)
+
+    def _started(self, now_ns: int, busy: bool) -> None:
+        """A job started at ``now_ns``; ``busy``: every job slot is taken now."""
+        if self.in_flight == 0:
+            # The watchdog's clock: "no completion for too long while a job runs" starts at this job,
+            # not at the last completion before an idle gap (which made a new job look stalled).
+            self.last_progress_s = time.monotonic()
+        self.in_flight += 1
+        if busy:
+            self.meter.busy(True, now_ns)
 
     # ---- complete
     def _handle_completions(self) -> None:
@@ -557,20 +595,21 @@ class IOLoop:
     def _completed(self, c: Completion) -> None:
         self.in_flight -= 1
         now_ns = time.monotonic_ns()
-        self.meter.busy(False, now_ns)
-        self.last_progress_s = now_ns / 1e9  # time.monotonic()'s clock
         if c.error is not None:
             self._warn("infer_error", f"event=inference_failed frames={len(c.frames)} error={q(c.error)}")
             for f in c.frames:  # never leave a frame unaccounted or a REQ sender waiting
                 self._drop(f, "error")
-            return
-        self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead, int(c.infer_ms * 1e6))
-        for frame, outputs in zip(c.frames, c.outputs):
-            try:
-                self._publish(frame, outputs, c)
-            except Exception:  # a bug: counted and answered, never the end of the thread
-                log.exception("event=publish_failed source=%s seq=%d", q(frame.source), frame.seq)
-                self._drop(frame, "error")
+        else:
+            for frame, outputs in zip(c.frames, c.outputs):
+                try:
+                    self._publish(frame, outputs, c)
+                except Exception:  # a bug: counted and answered, never the end of the thread
+                    log.exception("event=publish_failed source=%s seq=%d", q(frame.source), frame.seq)
+                    self._drop(frame, "error")
+            self.job_timer.observe(now_ns - c.submit_ns, now_ns, c.ahead, int(c.infer_ms * 1e6))
+        # The job's bookkeeping after its results are out (what senders wait for), as of its end (now_ns).
+        self.meter.busy(False, now_ns)
+        self.last_progress_s = now_ns / 1e9  # time.monotonic()'s clock
 
     def _publish(self, frame: Frame, outputs: list[np.ndarray], c: Completion) -> None:
         now_ns = time.monotonic_ns()
@@ -779,7 +818,8 @@ class IOLoop:
         self._next_window_check_ns = now_ns + WINDOW_CHECK_NS
         if now_ns >= self._next_cpu_ns:  # a syscall, not a vDSO read: every 50 ms, not every iteration
             self._next_cpu_ns = now_ns + 50_000_000
-            self.io_cpu_ns = time.thread_time_ns()  # this thread's CPU time (read by the metrics thread)
+            # This thread's own CPU time, without inference it ran itself (read by the metrics thread).
+            self.io_cpu_ns = time.thread_time_ns() - self.inline_cpu_ns
         if now_ns >= self._next_peer_check_ns:  # not polled with the frames: a check per socket per frame
             self._next_peer_check_ns = now_ns + TICK_MS * 1_000_000
             for m in self.sockets.monitors:

@@ -10,14 +10,15 @@ import pytest
 from .fakes import LADDER, FakeCompiled, FakeEngine, Harness, make_config
 
 
-@pytest.fixture(params=["callback", "wait"])
+@pytest.fixture(params=["callback", "wait", "inline"])
 def harness(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
-    """Every loop test runs twice: with the fake engine calling back at every level, and, like the real
-    engine, waited for at a level of one request (no callback there)."""
+    """Every loop test runs three times: with the fake engine calling back at every level; like the real
+    engine with a CPU of its own for the I/O thread, waited for at a level of one request (no callback
+    there); and like the real engine on 1-2 CPUs, run by the I/O thread itself at a level of one request."""
     made: list[Harness] = []
 
     def make(level: int = 0, engine: Any = None, compiled: Any = None, **cfg: Any) -> Harness:
-        engine = engine or FakeEngine(wait_at_one_request=request.param == "wait")
+        engine = engine or FakeEngine(wait_at_one_request=request.param == "wait", inline=request.param == "inline")
         h = Harness(engine, compiled or FakeCompiled(LADDER[level]), level, make_config(**cfg))
         made.append(h)
         return h

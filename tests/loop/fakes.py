@@ -56,12 +56,18 @@ class FakeEngine:
     """The engine's owner-thread interface. Output per frame: the mean of its image (so a result can be
     matched to its frame), through the real batch stacking, padding and split."""
 
-    def __init__(self, wait_at_one_request: bool = False) -> None:
+    def __init__(self, wait_at_one_request: bool = False, inline: bool = False) -> None:
         """``wait_at_one_request``: like the real engine, no callback at a level of one request, where the
         loop waits for its job (:meth:`wait`); the default calls back at every level, so tests drive
-        completions as they arrive from another thread."""
-        self.wait_at_one_request = wait_at_one_request
+        completions as they arrive from another thread. ``inline``: like the real engine on 1-2 CPUs, the
+        loop runs a level-one job on its own thread (:meth:`run` blocks until the test finishes it)."""
+        self.wait_at_one_request = wait_at_one_request or inline
+        self.inline_at_one_request = inline
         self.waits = False
+        self.inline = False
+        self.released = False  # the harness is closing: jobs run inline end (a real job always ends)
+        self.inline_jobs = 0  # how many jobs the loop ran through run()
+        self._errors: dict[int, str] = {}  # finished jobs that failed
         self.active: FakeCompiled | None = None
         self.idle: list[int] = []
         self.jobs: dict[int, tuple[list[Frame], np.ndarray, int, int]] = {}  # frames, input, submit, ahead
@@ -81,6 +87,7 @@ class FakeEngine:
         assert not self.jobs, "activated with jobs in flight"
         self.active = compiled
         self.waits = self.wait_at_one_request and compiled.level.requests == 1
+        self.inline = self.inline_at_one_request and compiled.level.requests == 1
         self.idle = list(range(compiled.level.requests))[::-1]
         self._on_done = on_done
         self.activations.append(compiled)
@@ -92,8 +99,11 @@ class FakeEngine:
             self.jobs[job] = (frames, data, time.monotonic_ns(), len(self.jobs))
             self.started.append(frames)
 
-    def finish(self, n: int = 1) -> None:
-        """Test thread: let the ``n`` oldest running jobs finish (OpenVINO's callback thread's part)."""
+    def finish(self, n: int = 1, error: str | None = None) -> None:
+        """Test thread: let the ``n`` oldest running jobs finish (OpenVINO's callback thread's part);
+        ``error``: they fail. As with OpenVINO, a failed job gets no callback: at more than one request
+        the loop finds it by polling (:meth:`failed_jobs`); waited for or run inline, it completes with
+        the error."""
         assert self._on_done is not None
         with self._lock:
             running = sorted((j for j in self.jobs if j not in self._finished), key=lambda j: self.jobs[j][2])[:n]
@@ -101,10 +111,31 @@ class FakeEngine:
             now_ns = time.monotonic_ns()
             for job in running:
                 self._finished_ns[job] = now_ns
+                if error is not None:
+                    self._errors[job] = error
             self._finished_cv.notify_all()
-        if not self.waits:
+        if not self.waits and error is None:
             for job in running:
                 self._on_done(job)
+
+    def run(self, frames: list[Frame]) -> int:
+        """The I/O thread, when :attr:`inline`: the job runs until the test finishes it (or the harness
+        closes); returns it, done."""
+        self.submit(frames)
+        with self._lock:
+            self.inline_jobs += 1
+            job = max(self.jobs, key=lambda j: self.jobs[j][2])
+            while job not in self._finished and not self.released:
+                self._finished_cv.wait(0.05)
+            if job not in self._finished:
+                self._finished.add(job)
+                self._finished_ns[job] = time.monotonic_ns()
+            return job
+
+    def release(self) -> None:
+        with self._lock:
+            self.released = True
+            self._finished_cv.notify_all()
 
     def wait(self, timeout_ms: int) -> int | None:
         """The I/O thread, when :attr:`waits`: the running job once the test has finished it, else None
@@ -121,11 +152,19 @@ class FakeEngine:
             self._finished.discard(job)
             ran_ms = (self._finished_ns.pop(job, submit_ns) - submit_ns) / 1e6
             self.idle.append(job)
+            error = self._errors.pop(job, None)
+        if error is not None:
+            return Completion(frames, [], submit_ns, 0.0, error=error)
         means = data.reshape(data.shape[0], -1).mean(axis=1, keepdims=True).astype(np.float32)
         return Completion(frames, split_outputs([means], len(frames), self.batch), submit_ns, ran_ms, ahead=ahead)
 
     def failed_jobs(self) -> list[Completion]:
-        return []
+        """Jobs that failed, once the test failed them (the loop polls this while jobs run)."""
+        if self.waits:
+            return []  # waited for or run inline: complete() reports the error
+        with self._lock:
+            failed = [j for j in self.jobs if j in self._errors]
+        return [self.complete(j) for j in failed]
 
     def has_size(self, key: tuple[int, int, str]) -> bool:
         """The model's own size has a graph; any other runs "on the any-size graph" (the fake runs every
@@ -188,6 +227,18 @@ class Harness:
         d.connect(self.listen_ep)
         return d
 
+    def wait_read_while_busy(self, what: str, pred: Callable[[], bool]) -> None:
+        """Wait for ``pred`` where the I/O thread reads its sockets while a job runs. Where it runs the job
+        itself (:attr:`FakeEngine.inline`), it reads them once the job ends: the test goes on at once
+        (what it sent waits in ZeroMQ and is read, stamped as received when the job began, right after)."""
+        if not self.engine.inline:
+            self.wait(what, pred)
+
+    def finish_if_inline(self) -> None:
+        """Finish the running job where the I/O thread runs it itself (it sees its inbox only after it)."""
+        if self.engine.inline:
+            self.engine.finish()
+
     def wait(self, what: str, pred: Callable[[], bool], timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while not pred():
@@ -210,6 +261,8 @@ class Harness:
         return self.accounting.snapshot().get(source, {"received": 0, "processed": 0, "dropped": {}, "rejected": {}})
 
     def close(self) -> None:
+        if hasattr(self.engine, "release"):
+            self.engine.release()
         self.loop.request_stop()
         assert self.loop.join(10), "the I/O thread did not stop"
         for s in (self.sub, self.push):

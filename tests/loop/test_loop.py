@@ -80,7 +80,7 @@ def test_frames_older_than_max_frame_age_are_dropped_as_expired_and_answered(
     h.wait("the first job", lambda: len(h.engine.started) == 1)
     d = h.dealer()
     d.send_multipart([b"", *encode_native("late", 0, image(2))])
-    h.wait("the late frame received", lambda: h.counts("late")["received"] == 1)
+    h.wait_read_while_busy("the late frame received", lambda: h.counts("late")["received"] == 1)
     time.sleep(0.08)  # longer than max_frame_age_ms while the only request is busy
     h.engine.finish()
     assert d.poll(10_000)
@@ -97,7 +97,7 @@ def test_a_newer_frame_replaces_a_waiting_one_as_stale(harness: Callable[..., Ha
     h.wait("the first job", lambda: len(h.engine.started) == 1)
     for seq in (1, 2, 3):
         h.send("cam", seq, image(1 + seq))
-    h.wait("all received", lambda: h.counts("cam")["received"] == 4)
+    h.wait_read_while_busy("all received", lambda: h.counts("cam")["received"] == 4)
     h.engine.finish()
     h.wait("the newest frame started", lambda: len(h.engine.started) == 2)
     assert h.engine.started[1][0].seq == 3
@@ -115,7 +115,7 @@ def test_level_change_protocol_drains_then_swaps_and_loses_no_frame(harness: Cal
     # 3-4. compiled and queued; 5. drain: while the old job runs, no new job starts.
     h.loop.post(swap_to(1))
     h.send("cam", n, image(1))
-    h.wait(f"frame {n} received", lambda: h.counts("cam")["received"] == n + 1)
+    h.wait_read_while_busy(f"frame {n} received", lambda: h.counts("cam")["received"] == n + 1)
     time.sleep(0.05)
     assert len(h.engine.started) == n and len(h.engine.activations) == 1
     # 6. swap once the in-flight job finishes; 7. confirm: the controller and the view follow.
@@ -136,6 +136,7 @@ def test_a_failed_compile_clears_the_request_and_the_level_stays(harness: Callab
     h = harness(level=0, adaptive=True, window_s=0.05, min_frames=1, up_windows=1, busy_demand=0.01)
     n = saturate_until_a_level_request(h)
     h.loop.post(SwitchFailed(1, reload=False, error="no memory"))
+    h.finish_if_inline()  # a job the I/O thread runs itself: it reads its inbox after the job
     h.wait("the request settled", lambda: h.controller.view.pending is None)
     assert h.controller.state.backoff_until.get(1, 0) > h.controller.state.window_index
     h.engine.finish()
@@ -149,7 +150,7 @@ def test_a_reload_to_a_model_of_another_size_still_serves_waiting_frames(harness
     h.wait("the first job", lambda: len(h.engine.started) == 1)
     d = h.dealer()
     d.send_multipart([b"", *encode_native("b", 0, image(2, hw=(10, 12)))])  # waits: the only request is busy
-    h.wait("b waiting", lambda: h.counts("b")["received"] == 1)
+    h.wait_read_while_busy("b waiting", lambda: h.counts("b")["received"] == 1)
     h.loop.post(swap_to(0, hw=(10, 12)))  # a reloaded model with another input size
     h.engine.finish()
     h.wait("b started on the new model", lambda: len(h.engine.started) == 2 and len(h.engine.activations) == 2)
@@ -287,6 +288,7 @@ def test_a_failed_reload_settles_a_pending_level_request(harness: Callable[..., 
     n = saturate_until_a_level_request(h)
     assert h.controller.view.pending == 1
     h.loop.post(ReloadModel(ModelConfig(path="/nonexistent.onnx")))
+    h.finish_if_inline()  # a job the I/O thread runs itself: it reads its inbox after the job
     h.wait("the reload requested", lambda: len(h.switch_requests) == 2)
     assert h.switch_requests[1][0] == 1  # at the pending target: the reload must not undo the change
     h.loop.post(SwitchFailed(1, reload=True, error="model file not found"))
@@ -305,7 +307,7 @@ def test_a_frigate_request_older_than_frigates_timeout_is_dropped_late_with_the_
     r.setsockopt(zmq.LINGER, 0)
     r.connect(h.frigate_ep)
     r.send_multipart([json.dumps({"shape": [1, 8, 8, 3], "dtype": "uint8", "model_type": "ssd"}).encode(), bytes(192)])
-    h.wait("the request waiting", lambda: h.counts("frigate")["received"] == 1)
+    h.wait_read_while_busy("the request waiting", lambda: h.counts("frigate")["received"] == 1)
     time.sleep(0.1)  # Frigate (timeout 50 ms) has given up on it by now
     h.engine.finish()
     assert r.poll(10_000)
@@ -385,3 +387,82 @@ def test_one_busy_request_frames_are_read_as_they_come_until_the_job_may_end_the
         h.engine.finish()
         h.wait(f"fast result {seq}", lambda n=seq: h.counts("cam")["processed"] == n + 1)  # type: ignore[misc]
     assert h.loop.job_timer.earliest_ns() < 150 * MS
+
+
+def test_one_request_short_jobs_run_on_the_io_thread_and_long_ones_are_waited_for_while_it_reads(
+    harness: Callable[..., Harness],
+) -> None:
+    """Where the I/O thread shares the inference CPUs, it runs a short job at one request itself (a
+    hand-written hub's blocking infer()); a frame that came meanwhile is read right after, stamped as
+    received when that job began (never understated), and has its own job next. Once jobs are known to be
+    long, the loop starts them and reads its sockets while they run; fast again, it runs them itself."""
+    h = harness(level=0, engine=FakeEngine(inline=True))
+    h.send("cam", 0, image(1))
+    h.wait("job 0", lambda: len(h.engine.started) == 1)
+    assert h.engine.inline and h.engine.inline_jobs == 1
+    before_b_ns = time.monotonic_ns()
+    h.send("b", 0, image(2))
+    time.sleep(0.3)  # the job runs on: b waits in ZeroMQ, unread
+    assert h.counts("b")["received"] == 0
+    h.engine.finish()
+    h.wait("b started", lambda: len(h.engine.started) == 2)
+    b = h.engine.started[1][0]
+    assert b.source == "b" and h.engine.started[0][0].rx_ns <= b.rx_ns <= before_b_ns
+    time.sleep(0.3)
+    h.engine.finish()
+    assert [r["source"] for r in h.collect(2)] == ["cam", "b"]
+    assert h.results[1]["latency_ms"]["total"] >= 500  # both jobs (>= 300 ms each) since job 0 began
+    # Jobs of >= 300 ms seen: the next one is started, not run, and the loop reads its sockets meanwhile.
+    assert h.loop.job_timer.earliest_ns() >= 300 * MS
+    h.send("cam", 1, image(1))
+    h.wait("job 2", lambda: len(h.engine.started) == 3)
+    before_ns = time.monotonic_ns()
+    h.send("b", 1, image(3))
+    h.wait("b received during the job", lambda: h.counts("b")["received"] == 2)
+    assert h.engine.inline_jobs == 1  # job 0 only: from b's job on, jobs were known to be long
+    h.engine.finish()
+    h.wait("b started", lambda: len(h.engine.started) == 4)
+    assert h.engine.started[3][0].rx_ns >= before_ns  # stamped when it came
+    h.engine.finish()
+    h.wait("result b", lambda: h.counts("b")["processed"] == 2)
+    # Fast jobs again (the estimate follows the engine's run time): run on the I/O thread again.
+    for seq in (2, 3, 4):
+        h.send("cam", seq, image(1))
+        h.wait(f"fast job {seq}", lambda n=seq: len(h.engine.started) == n + 3)  # type: ignore[misc]
+        h.engine.finish()
+        h.wait(f"fast result {seq}", lambda n=seq: h.counts("cam")["processed"] == n + 1)  # type: ignore[misc]
+    assert h.engine.inline_jobs > 1 and h.loop.job_timer.earliest_ns() <= 5 * MS
+    assert h.counts("cam")["dropped"] == {} and h.counts("b")["dropped"] == {}
+
+
+def test_a_failed_inference_drops_its_frames_as_error_answers_them_and_the_next_frame_runs(
+    harness: Callable[..., Harness],
+) -> None:
+    h = harness(level=1)  # two requests: at level 0 too (the fixture's modes run it waited and inline)
+    d = h.dealer()
+    d.send_multipart([b"", *encode_native("cam", 0, image(1))])
+    h.wait("job 0", lambda: len(h.engine.started) == 1)
+    h.engine.finish(error="RuntimeError: Infer Request failed (out of memory)")
+    assert d.poll(10_000)
+    reply = json.loads(d.recv_multipart()[-1])
+    assert (reply["status"], reply["reason"], reply["source"]) == ("dropped", "error", "cam")
+    h.wait("accounting", lambda: h.counts("cam")["dropped"] == {"error": 1})
+    d.send_multipart([b"", *encode_native("cam", 1, image(2))])
+    h.wait("job 1", lambda: len(h.engine.started) == 2)
+    h.engine.finish()
+    assert d.poll(10_000) and json.loads(d.recv_multipart()[-1])["status"] == "ok"
+    h.wait("accounting", lambda: h.counts("cam")["processed"] == 1)
+    assert h.counts("cam")["received"] == 2
+    d.close()
+
+
+def test_a_failed_inference_at_one_request_is_answered_in_every_engine_mode(harness: Callable[..., Harness]) -> None:
+    h = harness(level=0)
+    d = h.dealer()
+    d.send_multipart([b"", *encode_native("cam", 0, image(1))])
+    h.wait("job 0", lambda: len(h.engine.started) == 1)
+    h.engine.finish(error="RuntimeError: Infer Request failed")
+    assert d.poll(10_000)
+    assert json.loads(d.recv_multipart()[-1])["reason"] == "error"
+    h.wait("accounting", lambda: h.counts("cam")["dropped"] == {"error": 1})
+    d.close()
