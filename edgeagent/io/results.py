@@ -38,6 +38,23 @@ def top_k(scores: np.ndarray, k: int) -> list[list[float]]:
     return [[int(i), float(flat[i])] for i in top.tolist()]
 
 
+def top_k_json(scores: np.ndarray, k: int) -> str:
+    """``json.dumps(top_k(scores, k))``, compact, built from two ``tolist()`` calls (per frame, right
+    after the inference: about a fifth cheaper than the JSON encoder's walk, cold)."""
+    flat = scores.reshape(-1)
+    n = flat.size
+    k = min(k, n)
+    top = flat.argpartition(n - k)[n - k :]
+    top = top[flat[top].argsort()[::-1]]
+    vals = flat[top]
+    if vals.dtype.kind != "f":
+        vals = vals.astype(np.float64)  # scores as floats, as top_k gives them
+    text = "[" + ",".join([f"[{i},{v!r}]" for i, v in zip(top.tolist(), vals.tolist())]) + "]"
+    if "n" in text:  # nan or inf (repr) where JSON's encoder writes NaN / Infinity
+        return json.dumps(top_k(scores, k), separators=(",", ":"))
+    return text
+
+
 class _Fragments:
     """JSON fragments that repeat from frame to frame, encoded once: the running level's description
     (one object per swap), the outputs' descriptors (by dtype and shape), source names. Owned by the
@@ -114,7 +131,7 @@ def encode_result(
     if frame.sent_wall_ns is not None:
         text += f',"age_ms":{round((wall_ns - frame.sent_wall_ns) / 1e6, 3)!r}'
     if topk > 0 and outputs:
-        text += f',"topk":{json.dumps(top_k(outputs[0], topk), separators=(",", ":"))}'
+        text += f',"topk":{top_k_json(outputs[0], topk)}'
     if detections is not None:
         text += f',"frame":[{int(frame.image.shape[1])},{int(frame.image.shape[0])}]'
         text += f',"detections":{json.dumps(detections, separators=(",", ":"))}'

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeagent.engine import batch_input, split_outputs
-from edgeagent.io.results import Timing, encode_result, top_k
+from edgeagent.io.results import Timing, encode_result, top_k, top_k_json
 from edgeagent.wire import Frame
 
 MS = 1_000_000
@@ -33,6 +33,20 @@ def test_result_header_names_timing_exec_outputs_age_and_topk() -> None:
     h2 = json.loads(encode_result(imz, [scores], timing, 0, 0, exec_info, ["probabilities"]))
     assert "age_ms" not in h2 and "topk" not in h2
     assert [c for c, _s in top_k(scores, 10)] == [3, 1, 2, 0]
+
+
+def test_top_k_json_is_the_json_encoders_text_of_top_k() -> None:
+    rng = np.random.default_rng(3)
+    cases = [
+        rng.random((1, 1000), np.float32),
+        rng.standard_normal((1, 10)).astype(np.float64) * 1e-30,  # tiny values: exponent notation
+        np.array([[5.0, 1.0, 5.0, -2.5]], np.float32),  # ties, a negative
+        np.array([[np.nan, 1.0, np.inf, -np.inf]], np.float32),  # written as JSON's encoder writes them
+        np.array([7], np.int64),
+    ]
+    for scores in cases:
+        for k in (1, 3, 5, 10):
+            assert top_k_json(scores, k) == json.dumps(top_k(scores, k), separators=(",", ":")), (scores, k)
 
 
 def test_batch_input_is_a_view_at_batch_one_and_a_padded_stack_above() -> None:
