@@ -1,8 +1,11 @@
 """``edgeagent bench dispatch``: the two measurements behind the engine's design.
 
 1. How a job is handed to OpenVINO and back to the I/O thread, interleaved sample by sample on the same
-   compiled model: ``start_async()+wait()`` (the floor); ``InferRequest`` without a callback, the owner
-   waiting in ``wait_for`` slices (what the agent does at one request); ``InferRequest`` with
+   compiled model: ``start_async()+wait()`` (the floor); the job run on the calling thread through the
+   compiled ``InferRequest.infer`` (what the agent does at one request on 1-2 CPUs, ``Engine.run``) and
+   through the public ``infer()`` (its Python input dispatch and output dict); ``InferRequest`` without
+   a callback, the owner waiting in ``wait_for`` slices (what it does at one request with a CPU of its
+   own, or for a long job); ``InferRequest`` with
    ``set_callback`` + eventfd to a thread waiting in a poller (what it does at more); the same callback
    with the owner in ``wait_for`` (which shows the cost is the Python callback, not the eventfd); and
    ``AsyncInferQueue`` + callback + eventfd.
@@ -26,7 +29,7 @@ import zmq
 
 from edgeagent.bench.latency import _machine
 from edgeagent.config import ModelConfig
-from edgeagent.engine import LEVEL0, CpuPlan, Engine
+from edgeagent.engine import LEVEL0, CpuPlan, Engine, _InlineInfer
 from edgeagent.wire import FrameLimits, encode_native, parse_frame
 
 
@@ -53,6 +56,8 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
     req = cm.create_infer_request()
     req.set_callback(lambda _u: os.eventfd_write(fd_r, 1), None)
     plain = cm.create_infer_request()
+    inline_req, public_req = cm.create_infer_request(), cm.create_infer_request()
+    inline = _InlineInfer(True)
     handed: list[int] = []
     called = cm.create_infer_request()
     called.set_callback(lambda _u: handed.append(1), None)
@@ -79,6 +84,14 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
             pass
         handed.clear()
 
+    def run_inline() -> None:
+        i[0] += 1
+        inline(inline_req, ov.Tensor(frames[i[0] % 4], shared_memory=True))
+
+    def run_public() -> None:
+        i[0] += 1
+        public_req.infer(ov.Tensor(frames[i[0] % 4], shared_memory=True), share_inputs=True, share_outputs=True)
+
     def run_queue() -> None:
         i[0] += 1
         queue.start_async({0: frames[i[0] % 4]}, None, share_inputs=True)
@@ -86,6 +99,8 @@ def dispatch(model: str | None, samples: int) -> dict[str, float]:
 
     fns: dict[str, Callable[[], None]] = {
         "start_async+wait": run_direct,
+        "compiled infer(tensor), this thread": run_inline,
+        "public infer(tensor), this thread": run_public,
         "InferRequest, no callback, wait_for": lambda: run_waited(plain),
         "InferRequest+callback+eventfd": run_request,
         "InferRequest+callback, wait_for": lambda: run_waited(called),
