@@ -38,8 +38,6 @@ from edgeagent.errors import ConfigError, ModelError
 from edgeagent.logs import q
 from edgeagent.models import (
     DYNAMIC,
-    NMS_COUNT,
-    NMS_ROWS,
     ModelInfo,
     SizeKey,
     cache_root,
@@ -188,7 +186,6 @@ class Engine:
         self._on_done: Callable[[int], None] = lambda job: None
         self._level = LEVEL0
         self._primary: SizeKey = DYNAMIC
-        self._ragged: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------- any thread
     def device_limits(self) -> DeviceLimits:
@@ -322,11 +319,9 @@ class Engine:
         # Every request first (this may raise: out of memory), then the switch: a failure leaves the running
         # model exactly as it was.
         built = {key: _graph(model, compiled.level.requests, on_done) for key, model in graphs.items()}
-        names = [n for n, _t, _s in compiled.info.outputs]
         self._on_done = on_done
         self._level = compiled.level
         self._primary = (*compiled.info.frame_hw, "bgr")
-        self._ragged = (names.index(NMS_ROWS), names.index(NMS_COUNT)) if NMS_COUNT in names else None
         self._graphs = built
         self.waits = compiled.level.requests == 1
         self.inline = self.waits and self._infer.allowed
@@ -430,7 +425,7 @@ class Engine:
             tensors = [o if o is not None else req.get_output_tensor(i).data for i, o in enumerate(own)]
             completion = Completion(
                 frames,
-                split_outputs(tensors, len(frames), self.batch, self._ragged),
+                split_outputs(tensors, len(frames), self.batch),
                 submit_ns,
                 float(req.latency),
                 ahead=ahead,
@@ -588,25 +583,13 @@ def batch_input(images: list[np.ndarray], batch: int) -> np.ndarray:
     return np.stack(images + [images[-1]] * (batch - len(images)))
 
 
-def split_outputs(
-    tensors: list[np.ndarray], n_frames: int, batch: int, ragged: tuple[int, int] | None = None
-) -> list[list[np.ndarray]]:
+def split_outputs(tensors: list[np.ndarray], n_frames: int, batch: int) -> list[list[np.ndarray]]:
     """Per-frame copies of the outputs (the request is reused, so nothing may keep a view). With
-    batch > 1, rows along a leading batch axis are split; ``ragged=(rows, counts)``: output ``rows``
-    holds the frames' rows one after the other, output ``counts`` how many each has (in-graph NMS);
-    other outputs without a batch axis (scalars, batch-reduced tensors) are given whole to every frame."""
+    batch > 1, rows along a leading batch axis are split (the in-graph NMS's rows and counts too); other
+    outputs without a batch axis (scalars, batch-reduced tensors) are given whole to every frame."""
     if batch == 1:
         return [[np.array(t) for t in tensors]]
-    starts = np.concatenate([[0], np.cumsum(tensors[ragged[1]])]).astype(int) if ragged else None
-    out = []
-    for i in range(n_frames):
-        per = []
-        for j, t in enumerate(tensors):
-            if ragged is not None and starts is not None and j == ragged[0]:
-                per.append(np.array(t[starts[i] : starts[i + 1]]))
-            elif ragged is not None and j == ragged[1]:
-                per.append(np.array(t[i : i + 1]))
-            else:
-                per.append(np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t))
-        out.append(per)
-    return out
+    return [
+        [np.array(t[i : i + 1]) if t.ndim and t.shape[0] == batch else np.array(t) for t in tensors]
+        for i in range(n_frames)
+    ]

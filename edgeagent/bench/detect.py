@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             req.start_async()
             req.wait()
         elif kind == "b":
-            det = decoder([with_nms.get_output_tensor(0).data, with_nms.get_output_tensor(rows).data], geo)
+            det = decoder([with_nms.get_output_tensor(i).data for i in (0, rows, rows + 1)], geo)
             found["b"] = len(det)
         else:
             det = to_frame(decode_yolo(plain.get_output_tensor(0).data, args.score, args.iou, 100), geo)

@@ -632,7 +632,7 @@ class IOLoop:
             self._exec_info,
             self._output_names,
             rc.topk if rc.postprocess == "topk" else 0,
-            det.as_json(self._labels) if det is not None else None,
+            det.json_text(self._labels) if det is not None else None,
         )
         # The waiting REQ sender first, then subscribers, then bookkeeping: latency is what they see.
         if frame.envelope is not None:

@@ -106,14 +106,15 @@ def encode_result(
     exec_info: dict[str, Any],
     output_names: Sequence[str],
     topk: int = 0,
-    detections: list[dict[str, Any]] | None = None,
+    detections: str | None = None,
 ) -> bytes:
     """The result header as compact JSON.
 
     ``exec_info`` is the running level's description (``{"level", "streams", "requests", "batch",
     "threads", "precision"}``), built once per swap, not per frame; ``wall_ns`` is ``time.time_ns()``
     (frame age for native frames that carry the sender's clock); ``topk`` > 0 adds the top-k classes of
-    the first output; ``detections`` (boxes in the frame's pixels) adds them and the frame's size.
+    the first output; ``detections`` (boxes in the frame's pixels, as JSON text:
+    :meth:`edgeagent.detect.Detections.json_text`) adds them and the frame's size.
 
     Assembled from fragments encoded once (:class:`_Fragments`): on the I/O thread, right after an
     inference, encoding the same level description and output shapes again for every frame was the
@@ -134,5 +135,5 @@ def encode_result(
         text += f',"topk":{top_k_json(outputs[0], topk)}'
     if detections is not None:
         text += f',"frame":[{int(frame.image.shape[1])},{int(frame.image.shape[0])}]'
-        text += f',"detections":{json.dumps(detections, separators=(",", ":"))}'
+        text += f',"detections":{detections}'
     return (text + "}").encode()

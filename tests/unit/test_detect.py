@@ -3,10 +3,22 @@ class-wise NMS with ties, thresholds and limits, and the mapping back through a 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from edgeagent.detect import Decoder, check_outputs, decode_ssd, decode_yolo, decode_yolonas, nms, to_frame
+from edgeagent.detect import (
+    EMPTY,
+    Decoder,
+    Detections,
+    check_outputs,
+    decode_ssd,
+    decode_yolo,
+    decode_yolonas,
+    nms,
+    to_frame,
+)
 from edgeagent.models import Geometry, ModelInfo, geometry
 
 
@@ -124,3 +136,18 @@ def test_json_form_has_labels_when_given() -> None:
     det = Decoder("yolo", (64, 64), 0.25, 0.45, 100)([out], Geometry((64, 64), 1.0, 1.0, 0, 0))
     assert det.as_json(["cat", "dog"]) == [{"class": 1, "label": "dog", "score": 0.75, "box": [8.0, 8.0, 12.0, 12.0]}]
     assert det.as_json() == [{"class": 1, "score": 0.75, "box": [8.0, 8.0, 12.0, 12.0]}]
+
+
+def test_json_text_is_the_json_encoders_text_of_the_json_form() -> None:
+    rng = np.random.default_rng(11)
+    k = 7
+    det = Detections(
+        rng.integers(0, 4, k).astype(np.int64),
+        rng.random(k).astype(np.float32),
+        (rng.random((k, 4)) * 1000).astype(np.float32),
+    )
+    odd = Detections(np.array([5, 0]), np.array([np.nan, 0.5], np.float32), np.array([[np.inf, 1, 2, 3], [0, 0, 1, 1]]))
+    labels = ["cat", 'a "quoted" label', "naïve", "person"]  # escapes, non-ASCII, an "n" in a label
+    for d in (det, odd, EMPTY):
+        for lab in (None, labels):
+            assert d.json_text(lab) == json.dumps(d.as_json(lab), separators=(",", ":")), (d, lab)
