@@ -343,6 +343,23 @@ def test_a_new_size_is_asked_for_once_again_after_a_drop_and_never_after_a_failu
     assert h.loop.view.any_size_frames == 5
 
 
+def a_frame_sent_during_a_long_job_is_read_as_it_comes(h: Harness) -> None:
+    """Jobs known to take >= 300 ms: job 2 (cam) starts and the loop reads its sockets while it runs, so
+    b's frame sent meanwhile is received during the job and stamped when it came (not at a wait's
+    start); b's job starts once job 2 is finished (b's job is left running)."""
+    assert h.loop.job_timer.earliest_ns() >= 300 * MS
+    inline_jobs = h.engine.inline_jobs
+    h.send("cam", 1, image(1))
+    h.wait("job 2", lambda: len(h.engine.started) == 3)
+    assert h.engine.inline_jobs == inline_jobs  # started, not run by the I/O thread
+    before_ns = time.monotonic_ns()
+    h.send("b", 1, image(3))
+    h.wait("b received during the job", lambda: h.counts("b")["received"] == 2)
+    h.engine.finish()
+    h.wait("b started", lambda: len(h.engine.started) == 4)
+    assert h.engine.started[3][0].rx_ns >= before_ns  # stamped when it came, not at a wait's start
+
+
 def test_one_busy_request_frames_are_read_as_they_come_until_the_job_may_end_then_stamped_at_the_wait(
     harness: Callable[..., Harness],
 ) -> None:
@@ -368,15 +385,7 @@ def test_one_busy_request_frames_are_read_as_they_come_until_the_job_may_end_the
     h.engine.finish()
     h.wait("result b", lambda: h.counts("b")["processed"] == 1)
     # Jobs of >= 300 ms seen: for the next job's first ~300 ms the loop polls its sockets.
-    assert h.loop.job_timer.earliest_ns() >= 300 * MS
-    h.send("cam", 1, image(1))
-    h.wait("job 2", lambda: len(h.engine.started) == 3)
-    before_ns = time.monotonic_ns()
-    h.send("b", 1, image(3))
-    h.wait("b received during the job", lambda: h.counts("b")["received"] == 2)
-    h.engine.finish()
-    h.wait("b started", lambda: len(h.engine.started) == 4)
-    assert h.engine.started[3][0].rx_ns >= before_ns  # stamped when it came, not at a wait's start
+    a_frame_sent_during_a_long_job_is_read_as_it_comes(h)
     h.engine.finish()
     assert [r["source"] for r in h.collect(4)] == ["cam", "b", "cam", "b"]
     # Jobs get fast: the earliest end follows the engine's run time (the fake's: until finish()), not when
@@ -413,16 +422,7 @@ def test_one_request_short_jobs_run_on_the_io_thread_and_long_ones_are_waited_fo
     assert [r["source"] for r in h.collect(2)] == ["cam", "b"]
     assert h.results[1]["latency_ms"]["total"] >= 500  # both jobs (>= 300 ms each) since job 0 began
     # Jobs of >= 300 ms seen: the next one is started, not run, and the loop reads its sockets meanwhile.
-    assert h.loop.job_timer.earliest_ns() >= 300 * MS
-    h.send("cam", 1, image(1))
-    h.wait("job 2", lambda: len(h.engine.started) == 3)
-    before_ns = time.monotonic_ns()
-    h.send("b", 1, image(3))
-    h.wait("b received during the job", lambda: h.counts("b")["received"] == 2)
-    assert h.engine.inline_jobs == 1  # job 0 only: from b's job on, jobs were known to be long
-    h.engine.finish()
-    h.wait("b started", lambda: len(h.engine.started) == 4)
-    assert h.engine.started[3][0].rx_ns >= before_ns  # stamped when it came
+    a_frame_sent_during_a_long_job_is_read_as_it_comes(h)
     h.engine.finish()
     h.wait("result b", lambda: h.counts("b")["processed"] == 2)
     # Fast jobs again (the estimate follows the engine's run time): run on the I/O thread again.
