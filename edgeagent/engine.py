@@ -327,6 +327,8 @@ class Engine:
         self.inline = self.waits and self._infer.allowed
         self.idle = list(range(compiled.level.requests))[::-1]
         self._jobs = {}
+        self._ran.clear()
+        self._errors.clear()
         self.active = compiled
 
     @property
@@ -380,7 +382,10 @@ class Engine:
         """Owner thread, when :attr:`inline` (one request, idle): run one job on this thread, to its end, as
         a blocking ``infer()`` does. Returns the job, done: :meth:`complete` collects it (its outputs, or
         why it failed). Nothing else can start meanwhile at one request, and the job needs no thread hop
-        either way: OpenVINO runs it on the calling thread and nobody has to wake the owner afterwards."""
+        either way: OpenVINO runs it on the calling thread and nobody has to wake the owner afterwards.
+
+        Raises RuntimeError, as :meth:`submit` does, when the input tensor cannot be made (nothing taken
+        then); a failure of the job itself is its completion's error."""
         job, g, req, tensor = self._prepare(frames)
         submit_ns = time.monotonic_ns()
         g.used_ns = submit_ns
@@ -388,10 +393,12 @@ class Engine:
         self._jobs[job] = (g, frames, submit_ns, tensor, 0)
         self._ran.add(job)
         try:
-            self._infer(req, tensor)
-        except RuntimeError as exc:
-            self._errors[job] = str(exc)[:200]
-        if not self._infer.allowed:  # this run moved the thread off its CPUs: async from the next job on
+            # The first run of each graph's request also checks the thread's CPU affinity (_InlineInfer).
+            self._infer(req, tensor, check=not g.inline_checked)
+            g.inline_checked = True
+        except Exception as exc:  # OpenVINO's refusal or failure (or a bug): the job's error, never the thread's
+            self._errors[job] = f"{type(exc).__name__}: {exc}"[:200]
+        if not self._infer.allowed:  # a run moved the thread off its CPUs: jobs are started from now on
             self.inline = False
         return job
 
@@ -414,12 +421,15 @@ class Engine:
         and return the job slot to the idle pool."""
         g, frames, submit_ns, _tensor, ahead = self._jobs.pop(job)
         req = g.requests[job]
+        ran_inline = job in self._ran
+        if ran_inline:  # done, no callback, and its failure kept here (OpenVINO keeps none to re-raise)
+            self._ran.discard(job)
+            error = self._errors.pop(job, None)
+            if error is not None:
+                self.idle.append(job)
+                return Completion(frames, [], submit_ns, 0.0, error=error)
         try:
-            if job in self._ran:  # run inline: done, no callback, and a failure was kept (OpenVINO keeps none)
-                self._ran.discard(job)
-                if job in self._errors:
-                    raise RuntimeError(self._errors.pop(job))
-            else:
+            if not ran_inline:
                 req.wait()  # returns at once: the job is done; makes sure its callback has returned too
             own = g.outputs[job]
             tensors = [o if o is not None else req.get_output_tensor(i).data for i, o in enumerate(own)]
@@ -491,7 +501,7 @@ def _own_outputs(req: ov.InferRequest) -> list[np.ndarray | None]:
     """Arrays of the agent's own that ``req`` writes its static-shaped outputs into (set once, so a job's
     outputs are read without asking OpenVINO for its tensors: ``get_output_tensor(i).data`` cost ~30 µs
     per job here, ``edgeagent bench dispatch``). None for an output whose shape is known only after the
-    job (in-graph NMS rows) or whose type numpy lacks: that one is read from the request."""
+    job (a dynamic-shaped output) or whose type numpy lacks: that one is read from the request."""
     own: list[np.ndarray | None] = []
     for i, port in enumerate(req.model_outputs):
         shape = port.get_partial_shape()
@@ -524,24 +534,23 @@ class _InlineInfer:
     OpenVINO version lacks that signature, the public call is used.
 
     ``allowed``: only where the owner thread shares the inference CPUs (1 or 2 CPUs: a hand-written hub's
-    case); with a CPU of its own it must not run inference. The first run also checks that OpenVINO left
-    the thread's CPU affinity as it was; if not, it is restored and inline runs stop."""
+    case); with a CPU of its own it must not run inference. ``check``: the engine asks for it on the first
+    run of each graph (each compiled model has its own streams): whether OpenVINO left the thread's CPU
+    affinity as it was; if not, it is restored and inline runs stop."""
 
     def __init__(self, allowed: bool) -> None:
         self.allowed = allowed
         self._compiled = _CompiledRequest.infer if _CompiledRequest is not None else None
-        self._checked = False
 
-    def __call__(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
-        if not self._checked:
-            self._first(req, tensor)
+    def __call__(self, req: ov.InferRequest, tensor: ov.Tensor, check: bool = False) -> None:
+        if check:
+            self._checked_run(req, tensor)
         elif self._compiled is not None:
             self._compiled(req, tensor, True, False)  # (input, share_outputs, decode_strings)
         else:
             req.infer(tensor, share_inputs=True, share_outputs=True)
 
-    def _first(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
-        self._checked = True
+    def _checked_run(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
         before = os.sched_getaffinity(0)
         try:
             if self._compiled is not None:
@@ -567,6 +576,7 @@ class _Graph:
     requests: list[ov.InferRequest] = field(default_factory=list)
     outputs: list[list[np.ndarray | None]] = field(default_factory=list)  # per request: see _own_outputs
     used_ns: int = 0
+    inline_checked: bool = False  # its first inline run checked the thread's CPU affinity (_InlineInfer)
 
 
 def batch_input(images: list[np.ndarray], batch: int) -> np.ndarray:

@@ -302,7 +302,8 @@ SHIFT = 4.0
 def _yolo_nms(model: ov.Model, score: float, iou: float, limit: int, input_hw: tuple[int, int]) -> ov.Model:
     """Decode and class-wise NMS appended to an ultralytics-format YOLO head ([B, 4+C, N] or
     [B, N, 4+C]): two more outputs, ``detections`` [B, limit, 6] (per frame: class, score, x1, y1, x2, y2
-    normalised to the input, best first, padded after its count) and ``detections_count`` [B] (i32).
+    normalised to the input, best first; the rows past its count are other candidates, to be ignored) and
+    ``detections_count`` [B] (i32).
 
     As ultralytics (and :func:`edgeagent.detect.decode_yolo`): one label per candidate, its best class
     (TopK k=1 over the classes), and class-wise NMS done as one single-class NonMaxSuppression on boxes
@@ -357,9 +358,9 @@ def _yolo_nms(model: ov.Model, score: float, iou: float, limit: int, input_hw: t
     picked = nms.output(0)  # [K, 3]: (frame, class 0, candidate), in NMS order; past the selected: -1
     frame = ops.gather(picked, np.array([0]), 1)  # [K, 1]
     selected = ops.greater_equal(frame, np.int64(0))
-    # Each selected row's place in NMS's order (1, 2, ...: frames in batch order, each best first, ties in
-    # candidate order) at (frame, candidate); a padding row writes to a spare column N, so no two rows
-    # write one cell.
+    # Each selected row's place in NMS's order (1, 2, ...: frames in batch order, each best first; ties as
+    # OpenVINO's NMS orders them, candidate order on its CPU kernel, which the tests check) at (frame,
+    # candidate). Padding rows all write to a spare column N, sliced off: no two selected rows share a cell.
     where = ops.concat(
         [ops.select(selected, frame, np.int64(0)), ops.select(selected, ops.gather(picked, np.array([2]), 1), d2)], 1
     )  # [K, 2]

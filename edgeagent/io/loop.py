@@ -59,8 +59,13 @@ WAIT_SLICE_MS = 10  # waiting on a single busy request, the loop looks at its so
 WAIT_MARGIN_NS = 500_000  # it starts waiting on the request this long before the job's earliest end
 # ... and polls its sockets first only for jobs at least this long: for shorter ones the extra wake-up a job
 # costs more than it tells (on 2 vCPUs it preempts inference: bench latency p50 +3-5 % at a 3 ms job), and
-# a frame read after the wait is overstated by at most this much.
+# a frame read after the wait is overstated by at most this much (after a job it ran itself: that job).
 POLL_DURING_JOBS_OVER_NS = 5_000_000
+# At one request on 1-2 CPUs, the I/O thread runs a job itself when 95 % of the recent ones took at most
+# this long (not while no job has been seen: the first jobs after a start, a level switch or an idle spell
+# are started and waited for): longer ones are waited for, so that what comes meanwhile is read and stamped
+# within WAIT_SLICE_MS and the inbox (stop, swaps) is seen.
+INLINE_JOBS_UP_TO_NS = 5_000_000
 WINDOW_CHECK_NS = 5_000_000  # window ends, source expiry and the CPU reading are looked at this often
 MAX_BURST = 256  # messages read from one socket at once after a wait on a busy request, or while stopping
 
@@ -345,7 +350,8 @@ class IOLoop:
             parts = recv_message(sock)
             if parts is None:
                 return
-            rx_ns = rx_floor_ns or time.monotonic_ns()
+            # After a job this thread ran (its start: _rx_floor_ns), anything read was there during it.
+            rx_ns = rx_floor_ns or self._rx_floor_ns or time.monotonic_ns()
             envelope: list[Any] | None = None
             if routed:
                 parts, envelope = split_envelope(parts)
@@ -362,7 +368,7 @@ class IOLoop:
                 internal = BadFrame("internal", f"{type(exc).__name__} while handling the message")
                 self._reject(internal, envelope, sock, frigate_kind)
             else:
-                if fresh_slot and self.engine.idle and (burst == 1 or not self.engine.inline):
+                if fresh_slot and self.engine.idle and (burst == 1 or not self._runs_next_job()):
                     # An idle request: start at once, before reading the next message. Not a job this
                     # thread would run itself in a burst: the burst is read first (its frames compete).
                     self._dispatch()
@@ -537,15 +543,24 @@ class IOLoop:
                 return  # nothing waiting, or a partial batch waiting (bounded) for more sources
             key = take.frames[0].key
             any_size = not engine.has_size(key)  # asked before: a job run below has ended by its answer
-            earliest_ns = timer.earliest_ns() if engine.waits else 0
-            if engine.inline and earliest_ns <= POLL_DURING_JOBS_OVER_NS:
-                # One request and a short job: run it on this thread, as a hand-written hub's blocking
-                # infer() does (no thread hop either way), and send its result at once. What came
-                # meanwhile is read next, stamped as received when the job began (never understated).
+            if engine.inline and 0 < job_ns <= INLINE_JOBS_UP_TO_NS:
+                # One request and a short job (95 % of the recent ones; not while unknown): run it on this
+                # thread, as a hand-written hub's blocking infer() does (no thread hop either way), and send
+                # its result at once. What came meanwhile is read next, stamped as received when the job
+                # began (never understated, overstated by at most the job).
                 self._started(now_ns, True)
                 cpu_ns = time.thread_time_ns()
-                self._completions.append(engine.run(take.frames))
-                self.inline_cpu_ns += time.thread_time_ns() - cpu_ns  # OpenVINO's, not the loop's own
+                try:
+                    job = engine.run(take.frames)
+                except RuntimeError as exc:  # its input tensor could not be made: nothing ran
+                    self.in_flight -= 1
+                    self.meter.busy(False, now_ns)
+                    self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
+                    for f in take.frames:
+                        self._drop(f, "error")
+                    continue
+                self.inline_cpu_ns += time.thread_time_ns() - cpu_ns  # the job's, not the loop's own
+                self._completions.append(job)
                 self._rx_floor_ns = now_ns
                 self._handle_completions()
                 if any_size:
@@ -562,10 +577,17 @@ class IOLoop:
                 self._ran_any_size(key, len(take.frames), now_ns)
             if engine.waits:
                 # Poll the sockets while a long job surely runs; wait on it from shortly before it may end.
+                earliest_ns = timer.earliest_ns()
                 self._wait_from_ns = now_ns + (
                     earliest_ns - WAIT_MARGIN_NS if earliest_ns > POLL_DURING_JOBS_OVER_NS else 0
                 )
             self._started(now_ns, not engine.idle)
+
+    def _runs_next_job(self) -> bool:
+        """Whether this thread would run the next job itself (see _dispatch)."""
+        if not self.engine.inline:
+            return False
+        return 0 < self.job_timer.estimate_ns(time.monotonic_ns(), 0) <= INLINE_JOBS_UP_TO_NS
 
     def _ran_any_size(self, key: SizeKey, frames: int, now_ns: int) -> None:
         """``frames`` of ``key`` went to the any-size graph: counted, and a graph of their own asked for."""

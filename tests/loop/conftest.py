@@ -18,8 +18,10 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def make(level: int = 0, engine: Any = None, compiled: Any = None, **cfg: Any) -> Harness:
+        # Inline: jobs known to be short (as after a few frames), so that the I/O thread runs them itself.
+        prior = 1_000_000 if request.param == "inline" and engine is None else 0
         engine = engine or FakeEngine(wait_at_one_request=request.param == "wait", inline=request.param == "inline")
-        h = Harness(engine, compiled or FakeCompiled(LADDER[level]), level, make_config(**cfg))
+        h = Harness(engine, compiled or FakeCompiled(LADDER[level]), level, make_config(**cfg), job_prior_ns=prior)
         made.append(h)
         return h
 

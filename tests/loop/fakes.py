@@ -179,7 +179,9 @@ class FakeEngine:
 class Harness:
     """An IOLoop on its own thread, fed over inproc:// PUSH and REQ/DEALER sockets, results on a SUB."""
 
-    def __init__(self, engine: Any, compiled: Any, level: int, cfg: Config) -> None:
+    def __init__(self, engine: Any, compiled: Any, level: int, cfg: Config, job_prior_ns: int = 0) -> None:
+        """``job_prior_ns``: the job-time estimate before any job is seen (as after a level switch), e.g.
+        so that the I/O thread runs the first job itself where it would run short ones."""
         n = next(_ids)
         self.ctx: zmq.Context[Any] = zmq.Context.instance()
         self.pull_ep, self.listen_ep, self.pub_ep, self.frigate_ep = (
@@ -215,6 +217,8 @@ class Harness:
         self.sub.connect(self.pub_ep)
         self.push = self.ctx.socket(zmq.PUSH)
         self.push.connect(self.pull_ep)
+        if job_prior_ns:
+            self.loop.job_timer.reset({0: job_prior_ns})
         self.loop.start()
         self.results: list[dict[str, Any]] = []
 
