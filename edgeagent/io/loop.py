@@ -63,8 +63,9 @@ WAIT_MARGIN_NS = 500_000  # it starts waiting on the request this long before th
 POLL_DURING_JOBS_OVER_NS = 5_000_000
 # At one request on 1-2 CPUs, the I/O thread runs a job itself when 95 % of the recent ones took at most
 # this long (not while no job has been seen: the first jobs after a start, a level switch or an idle spell
-# are started and waited for): longer ones are waited for, so that what comes meanwhile is read and stamped
-# within WAIT_SLICE_MS and the inbox (stop, swaps) is seen.
+# are started and waited for; nor on the any-size graph: a 1080p frame's job there took ~45 ms where the
+# estimate from 224x224 jobs said 3.6): longer ones are waited for, so that what comes meanwhile is read and
+# stamped within WAIT_SLICE_MS and the inbox (stop, swaps) is seen.
 INLINE_JOBS_UP_TO_NS = 5_000_000
 WINDOW_CHECK_NS = 5_000_000  # window ends, source expiry and the CPU reading are looked at this often
 MAX_BURST = 256  # messages read from one socket at once after a wait on a busy request, or while stopping
@@ -543,11 +544,12 @@ class IOLoop:
                 return  # nothing waiting, or a partial batch waiting (bounded) for more sources
             key = take.frames[0].key
             any_size = not engine.has_size(key)  # asked before: a job run below has ended by its answer
-            if engine.inline and 0 < job_ns <= INLINE_JOBS_UP_TO_NS:
-                # One request and a short job (95 % of the recent ones; not while unknown): run it on this
-                # thread, as a hand-written hub's blocking infer() does (no thread hop either way), and send
-                # its result at once. What came meanwhile is read next, stamped as received when the job
-                # began (never understated, overstated by at most the job).
+            if engine.inline and not any_size and 0 < job_ns <= INLINE_JOBS_UP_TO_NS:
+                # One request and a short job (95 % of the recent ones; not while unknown; not on the any-size
+                # graph, whose time depends on the frame's size): run it on this thread, as a hand-written
+                # hub's blocking infer() does (no thread hop either way), and send its result at once. What
+                # came meanwhile is read next, stamped as received when the job began (never understated,
+                # overstated by at most the job).
                 self._started(now_ns, True)
                 cpu_ns = time.thread_time_ns()
                 try:

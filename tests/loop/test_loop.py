@@ -446,6 +446,24 @@ def test_one_request_short_jobs_run_on_the_io_thread_and_long_ones_are_waited_fo
     assert h.counts("cam")["dropped"] == {} and h.counts("b")["dropped"] == {}
 
 
+def test_a_frame_for_the_any_size_graph_is_never_run_by_the_io_thread(harness: Callable[..., Harness]) -> None:
+    """Its job's time depends on the frame's size, not on the recent jobs': started and waited for."""
+    h = harness(level=0, engine=FakeEngine(inline=True), job_prior_ns=MS)
+    h.send("cam", 0, image(1))  # the model's own size (8x8): known short, run by the I/O thread
+    h.wait("job 0", lambda: len(h.engine.started) == 1)
+    h.engine.finish()
+    h.send("big", 0, image(2, hw=(12, 16)))  # another size: the any-size graph
+    h.wait("job 1", lambda: len(h.engine.started) == 2)
+    h.send("cam", 1, image(3))
+    h.wait("cam 1 read while the any-size job runs", lambda: h.counts("cam")["received"] == 2)
+    assert h.engine.inline_jobs == 1
+    h.engine.finish()
+    h.wait("job 2", lambda: len(h.engine.started) == 3)
+    h.engine.finish()
+    assert [r["source"] for r in h.collect(3)] == ["cam", "big", "cam"]
+    assert h.engine.inline_jobs == 2 and h.loop.view.any_size_frames == 1
+
+
 def test_a_failed_inference_drops_its_frames_as_error_answers_them_and_the_next_frame_runs(
     harness: Callable[..., Harness],
 ) -> None:
