@@ -543,29 +543,27 @@ class _InlineInfer:
         self._compiled = _CompiledRequest.infer if _CompiledRequest is not None else None
 
     def __call__(self, req: ov.InferRequest, tensor: ov.Tensor, check: bool = False) -> None:
-        if check:
-            self._checked_run(req, tensor)
-        elif self._compiled is not None:
-            self._compiled(req, tensor, True, False)  # (input, share_outputs, decode_strings)
-        else:
-            req.infer(tensor, share_inputs=True, share_outputs=True)
-
-    def _checked_run(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
+        if not check:
+            self._run(req, tensor)
+            return
         before = os.sched_getaffinity(0)
         try:
-            if self._compiled is not None:
-                try:
-                    self._compiled(req, tensor, True, False)
-                    return
-                except TypeError:  # another signature in this OpenVINO version
-                    self._compiled = None
-            req.infer(tensor, share_inputs=True, share_outputs=True)
+            self._run(req, tensor)
         finally:
             after = os.sched_getaffinity(0)
             if after != before:
                 os.sched_setaffinity(0, before)
                 self.allowed = False
                 log.info("event=inline_inference_off reason=affinity cpus_before=%s cpus_after=%s", before, after)
+
+    def _run(self, req: ov.InferRequest, tensor: ov.Tensor) -> None:
+        if self._compiled is not None:
+            try:
+                self._compiled(req, tensor, True, False)  # (input, share_outputs, decode_strings)
+                return
+            except TypeError:  # another signature in this OpenVINO version: the public call from now on
+                self._compiled = None
+        req.infer(tensor, share_inputs=True, share_outputs=True)
 
 
 @dataclass

@@ -543,7 +543,7 @@ class IOLoop:
             if not take.frames:
                 return  # nothing waiting, or a partial batch waiting (bounded) for more sources
             key = take.frames[0].key
-            any_size = not engine.has_size(key)  # asked before: a job run below has ended by its answer
+            any_size = not engine.has_size(key)
             if engine.inline and not any_size and 0 < job_ns <= INLINE_JOBS_UP_TO_NS:
                 # One request and a short job (95 % of the recent ones; not while unknown; not on the any-size
                 # graph, whose time depends on the frame's size): run it on this thread, as a hand-written
@@ -557,26 +557,21 @@ class IOLoop:
                 except RuntimeError as exc:  # its input tensor could not be made: nothing ran
                     self.in_flight -= 1
                     self.meter.busy(False, now_ns)
-                    self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
-                    for f in take.frames:
-                        self._drop(f, "error")
+                    self._refused(take.frames, exc)
                     continue
                 self.inline_cpu_ns += time.thread_time_ns() - cpu_ns  # the job's, not the loop's own
                 self._completions.append(job)
                 self._rx_floor_ns = now_ns
                 self._handle_completions()
-                if any_size:
-                    self._ran_any_size(key, len(take.frames), now_ns)
                 return
             try:
                 engine.submit(take.frames)
             except RuntimeError as exc:  # OpenVINO refused the job: answer and count, keep going
-                self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
-                for f in take.frames:
-                    self._drop(f, "error")
+                self._refused(take.frames, exc)
                 continue
-            if any_size:
-                self._ran_any_size(key, len(take.frames), now_ns)
+            if any_size:  # counted, and a graph of their own asked for
+                self.view = replace(self.view, any_size_frames=self.view.any_size_frames + len(take.frames))
+                self._maybe_request_size(key, now_ns)
             if engine.waits:
                 # Poll the sockets while a long job surely runs; wait on it from shortly before it may end.
                 earliest_ns = timer.earliest_ns()
@@ -585,16 +580,17 @@ class IOLoop:
                 )
             self._started(now_ns, not engine.idle)
 
+    def _refused(self, frames: list[Frame], exc: RuntimeError) -> None:
+        """OpenVINO refused a job before it ran: its frames are answered and counted as 'error'."""
+        self._warn("submit_failed", f"event=submit_failed error={q(str(exc)[:200])}")
+        for f in frames:
+            self._drop(f, "error")
+
     def _runs_next_job(self) -> bool:
         """Whether this thread would run the next job itself (see _dispatch)."""
         if not self.engine.inline:
             return False
         return 0 < self.job_timer.estimate_ns(time.monotonic_ns(), 0) <= INLINE_JOBS_UP_TO_NS
-
-    def _ran_any_size(self, key: SizeKey, frames: int, now_ns: int) -> None:
-        """``frames`` of ``key`` went to the any-size graph: counted, and a graph of their own asked for."""
-        self.view = replace(self.view, any_size_frames=self.view.any_size_frames + frames)
-        self._maybe_request_size(key, now_ns)
 
     def _started(self, now_ns: int, busy: bool) -> None:
         """A job started at ``now_ns``; ``busy``: every job slot is taken now."""
