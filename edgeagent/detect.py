@@ -17,13 +17,16 @@ Boxes are then mapped from the model's input back to the received frame (undoing
 letterbox, :class:`~edgeagent.models.Geometry`) and clipped to it. Everything is vectorised numpy on
 the candidates that pass the score threshold, so the cost is the threshold pass over the output plus
 an NMS over a handful of boxes.
+
+What the agent runs for ``yolo`` is cheaper still: decode, NMS, the mapping to the frame and the clip
+inside the compiled graph (:func:`edgeagent.models._yolo_nms`), whose rows :class:`Decoder` only reads.
+The numpy decode above is the reference its tests and ``edgeagent bench detect`` compare it with.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +38,55 @@ from edgeagent.models import Geometry
 FAMILIES = ("yolo", "ssd", "yolonas")
 
 
-@dataclass(frozen=True)
 class Detections:
-    """Sorted by score, descending; ``boxes`` are x1, y1, x2, y2 in frame pixels (float32)."""
+    """Sorted by score, descending: ``classes`` int64 [K], ``scores`` float32 [K], ``boxes`` float32 [K, 4]
+    (x1, y1, x2, y2 in frame pixels). Made from those three arrays, or (:meth:`from_rows`) from the
+    in-graph NMS's rows as they are, the columns then read only when asked for."""
 
-    classes: np.ndarray  # int64 [K]
-    scores: np.ndarray  # float32 [K]
-    boxes: np.ndarray  # float32 [K, 4]
+    __slots__ = ("_cols", "_rows")
+
+    def __init__(self, classes: np.ndarray, scores: np.ndarray, boxes: np.ndarray) -> None:
+        self._cols: tuple[np.ndarray, np.ndarray, np.ndarray] | None = (classes, scores, boxes)
+        self._rows: np.ndarray | None = None
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray) -> Detections:
+        """``rows`` [K, 6] float32: class, score, x1, y1, x2, y2 (frame pixels), best first."""
+        det = cls.__new__(cls)
+        det._cols, det._rows = None, rows
+        return det
+
+    def _columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._cols is None:
+            assert self._rows is not None
+            r = self._rows
+            self._cols = (r[:, 0].astype(np.int64), r[:, 1].copy(), r[:, 2:6].copy())
+        return self._cols
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self._columns()[0]
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self._columns()[1]
+
+    @property
+    def boxes(self) -> np.ndarray:
+        return self._columns()[2]
 
     def __len__(self) -> int:
-        return int(self.scores.shape[0])
+        return int((self._rows if self._rows is not None else self._columns()[1]).shape[0])
+
+    def _lists(self) -> Iterator[tuple[int, float, list[float]]]:
+        if self._rows is not None:
+            return ((int(r[0]), r[1], r[2:]) for r in self._rows.tolist())
+        c, s, b = self._columns()
+        return zip(c.tolist(), s.tolist(), b.tolist())
 
     def as_json(self, labels: Sequence[str] | None = None) -> list[dict[str, Any]]:
         out = []
-        for c, s, b in zip(self.classes.tolist(), self.scores.tolist(), self.boxes.tolist()):
+        for c, s, b in self._lists():
             d: dict[str, Any] = {"class": c}
             if labels is not None:
                 d["label"] = labels[c] if 0 <= c < len(labels) else str(c)
@@ -65,7 +103,7 @@ class Detections:
             return "[]"
         texts = _label_texts(labels) if labels is not None else None
         parts = []
-        for c, s, (x1, y1, x2, y2) in zip(self.classes.tolist(), self.scores.tolist(), self.boxes.tolist()):
+        for c, s, (x1, y1, x2, y2) in self._lists():
             nums = f'{round(s, 5)!r},"box":[{round(x1, 2)!r},{round(y1, 2)!r},{round(x2, 2)!r},{round(y2, 2)!r}]'
             if "n" in nums:  # nan or inf (repr), which the JSON encoder writes NaN / Infinity
                 return json.dumps(self.as_json(labels), separators=(",", ":"))
@@ -218,35 +256,19 @@ class Decoder:
         self.limit = limit
         self.output = output
         self.rows = rows
-        self._affine: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _rows_to_frame(self, rows: np.ndarray, count: int, geo: Geometry) -> Detections:
-        """In-graph NMS rows (normalised boxes, best first, the first ``count`` of them kept) straight to
-        frame pixels with one multiply-add and a clip: this runs right after an inference, when every numpy
-        call costs several times what it does warm, so the fewer the better."""
-        aff = self._affine.get(geo.frame_hw)
-        if aff is None:
-            if len(self._affine) > 64:
-                self._affine.clear()
-            mh, mw = self.model_hw
-            h, w = geo.frame_hw
-            scale = np.array([mw / geo.sx, mh / geo.sy, mw / geo.sx, mh / geo.sy], np.float32)
-            shift = np.array([geo.left / geo.sx, geo.top / geo.sy] * 2, np.float32)
-            aff = self._affine[geo.frame_hw] = (scale, shift, np.array([w, h, w, h], np.float32))
-        scale, shift, hi = aff
+    def _rows(self, rows: np.ndarray, count: int) -> Detections:
+        """In-graph NMS rows, already in frame pixels and clipped (models._yolo_nms), best first: the first
+        ``count`` of them, taken as they are (this runs right after an inference, when every numpy call
+        costs several times what it does warm)."""
         if count <= 0:
             return EMPTY
-        r = rows.reshape(-1, 6)[: min(count, self.limit)]
-        boxes = r[:, 2:6] * scale
-        boxes -= shift
-        np.maximum(boxes, 0, out=boxes)  # a clip in two ufunc calls: np.clip's Python layer costs more
-        np.minimum(boxes, hi, out=boxes)
-        return Detections(r[:, 0].astype(np.int64), r[:, 1].copy(), boxes)
+        return Detections.from_rows(rows.reshape(6, -1)[:, : min(count, self.limit)].T)
 
     def __call__(self, outputs: Sequence[np.ndarray], geo: Geometry) -> Detections:
         out = outputs[self.output]
         if self.family == "yolo" and self.rows is not None:
-            return self._rows_to_frame(outputs[self.rows], int(outputs[self.rows + 1].reshape(-1)[0]), geo)
+            return self._rows(outputs[self.rows], int(outputs[self.rows + 1].reshape(-1)[0]))
         if self.family == "yolo":
             det = decode_yolo(out, self.score_threshold, self.iou, self.limit)
         elif self.family == "yolonas":

@@ -299,11 +299,45 @@ NMS_ROWS, NMS_COUNT = "detections", "detections_count"
 SHIFT = 4.0
 
 
-def _yolo_nms(model: ov.Model, score: float, iou: float, limit: int, input_hw: tuple[int, int]) -> ov.Model:
+def _frame_map(param: Any, key: SizeKey, model_hw: tuple[int, int], resize: str) -> tuple[Any, Any, Any]:
+    """``(a, b, hi)``, [1, 4, 1] f32 each: a model-input pixel position ``x`` (x, y, x, y) is at ``x * a - b``
+    in a ``key`` frame, inside ``[0, hi]`` (undoing :func:`_spatial_step`'s resize or letterbox, as
+    :func:`geometry` does). Constants for a static size; computed from ``param``'s shape (u8 NHWC frames)
+    on the any-size graph, with :func:`letterbox_size`'s float32 arithmetic."""
+    h, w, _pix = key
+    mh, mw = model_hw
+    if h:
+        nh, nw, top, left = letterbox_size(h, w, mh, mw) if resize == "letterbox" else (mh, mw, 0, 0)
+        sy, sx = nh / h, nw / w
+        a = np.array([1 / sx, 1 / sy] * 2, np.float32).reshape(1, 4, 1)
+        b = np.array([left / sx, top / sy] * 2, np.float32).reshape(1, 4, 1)
+        return a, b, np.array([w, h, w, h], np.float32).reshape(1, 4, 1)
+    hw = ops.convert(ops.gather(ops.shape_of(param, "i64"), np.array([1, 2], np.int64), np.int64(0)), "f32")
+    target = np.array([mh, mw], np.float32)
+    if resize == "letterbox":
+        s = ops.reduce_min(ops.divide(target, hw), np.int64(0), True)
+        nhw = ops.floor(ops.add(ops.multiply(hw, s), np.float32(0.5)))
+        nhw = ops.maximum(ops.minimum(nhw, target), np.float32(1))
+        lead = ops.floor(ops.multiply(ops.subtract(target, nhw), np.float32(0.5)))  # (top, left)
+    else:
+        nhw, lead = ops.constant(target), ops.constant(np.zeros(2, np.float32))
+    inv = ops.divide(hw, nhw)  # (1 / sy, 1 / sx)
+    order = np.array([1, 0, 1, 0], np.int64)  # (y, x) → (x, y, x, y)
+    shape = np.array([1, 4, 1], np.int64)
+    a = ops.reshape(ops.gather(inv, order, np.int64(0)), shape, False)
+    b = ops.reshape(ops.gather(ops.multiply(lead, inv), order, np.int64(0)), shape, False)
+    hi = ops.reshape(ops.gather(hw, order, np.int64(0)), shape, False)
+    return a, b, hi
+
+
+def _yolo_nms(
+    model: ov.Model, score: float, iou: float, limit: int, input_hw: tuple[int, int], key: SizeKey, resize: str
+) -> ov.Model:
     """Decode and class-wise NMS appended to an ultralytics-format YOLO head ([B, 4+C, N] or
-    [B, N, 4+C]): two more outputs, ``detections`` [B, limit, 6] (per frame: class, score, x1, y1, x2, y2
-    normalised to the input, best first; the rows past its count are other candidates, to be ignored) and
-    ``detections_count`` [B] (i32).
+    [B, N, 4+C]) of a model whose pre-processing is built (for ``key`` frames): two more outputs,
+    ``detections`` [B, 6, limit] (per frame, a column per box: class, score, x1, y1, x2, y2 in the frame's
+    pixels, clipped to it; best first; the columns past its count are other candidates, to be ignored)
+    and ``detections_count`` [B] (i32). The raw output stays output 0.
 
     As ultralytics (and :func:`edgeagent.detect.decode_yolo`): one label per candidate, its best class
     (TopK k=1 over the classes), and class-wise NMS done as one single-class NonMaxSuppression on boxes
@@ -311,79 +345,86 @@ def _yolo_nms(model: ov.Model, score: float, iou: float, limit: int, input_hw: t
     translation invariant). That is what ultralytics does too, and it is cheaper than OpenVINO's
     MulticlassNms, which scans every class's score row (C x N) after the non-best classes were masked
     out (another four passes over C x N): 0.40 against 0.54 ms on an 80-class [1, 84, 8400] head with
-    300 candidates on the 2-vCPU Xeon. IoU on normalised boxes (the class shift then does not depend on
-    the input size). The raw output stays output 0.
+    300 candidates on the 2-vCPU Xeon. NMS takes centre boxes, normalised (so the class shift does not
+    depend on the input size); only the kept boxes become corners, mapped to the frame and clipped
+    (:func:`_frame_map`), in one fused elementwise node on ``limit`` boxes, so the agent's Python only
+    reads them.
 
-    Every shape after the NMS is static: its selected (frame, candidate) pairs, whose number is known
-    only at run time, are scattered as their places in NMS's order into a [B, N] array, and the kept rows
-    are a TopK of it. So the two outputs go into arrays of the agent's own, read with no OpenVINO call
-    (the dynamic [K, 6] rows before cost two ``get_output_tensor`` calls per frame, ~45 µs right after an
-    inference here); the graph costs the same (interleaved, 4 x 500 jobs of nudenet's YOLOv8n at 640:
-    +0.34 to +0.49 ms over the plain model, against +0.36 to +0.41 for the dynamic tail)."""
+    Every shape after the NMS is static, so both outputs go into arrays of the agent's own, read with no
+    OpenVINO call. NMS lists its selected (frame, candidate) pairs frame after frame, each best first,
+    then padding; frame f's rows start at the sum of the counts before it, so its kept candidates are a
+    Gather of that list at [start_f, start_f + limit) (padded: never out of range).
+
+    Cost is mostly the number of nodes (each pays the plugin's dispatch), then the passes over the N
+    candidates: OpenVINO's per-node profile (``PERF_COUNT``) of nudenet's YOLOv8n head (18 classes, 8400
+    candidates) on the 2-vCPU Xeon shows ~17 timed nodes and ~90 µs of node time (NMS 19, TopK 14, the
+    [B, 4, N] → [B, N, 4] Gather 10), against ~28 and ~160 µs for the scatter-and-TopK tail before it."""
     out = model.get_results()[0].input_value(0)
-    b, d1, d2 = (d.get_length() for d in out.get_partial_shape())
-    if d1 > d2:  # [B, N, 4+C] → [B, 4+C, N]
+    b, c4, n = (d.get_length() for d in out.get_partial_shape())
+    if c4 > n:  # [B, N, 4+C] → [B, 4+C, N]
         out = ops.transpose(out, np.array([0, 2, 1])).output(0)
-        d1, d2 = d2, d1
-    limit = min(limit, d2)
-    scores = ops.slice(out, np.array([4]), np.array([d1]), np.array([1]), np.array([1]))  # [B, C, N]
-    best = ops.topk(scores, np.int64(1), 1, "max", "none", "i32")  # [B, 1, N] score and class
-    flat = np.array([b, d2], np.int64)
+        c4, n = n, c4
+    limit = min(limit, n)
+    mh, mw = input_hw
+
+    def part(lo: int, hi: int) -> Any:  # rows lo..hi-1 of [B, 4+C, N]
+        return ops.slice(out, np.array([lo]), np.array([hi]), np.array([1]), np.array([1]))
+
+    best = ops.topk(part(4, c4), np.int64(1), 1, "max", "none", "i32")  # [B, 1, N]
+    flat = np.array([b, n], np.int64)
     best_score = ops.reshape(best.output(0), flat, False)  # [B, N]
     best_class = ops.reshape(best.output(1), flat, False)  # [B, N] i32
     # Class ids to floats by table lookups: an i32 → f32 Convert runs OpenVINO's reference kernel (slow).
-    classes = np.arange(d1 - 4, dtype=np.float32)
-    shift = ops.gather(classes * np.float32(SHIFT), best.output(1), np.int64(0))  # [B, 1, N]
-    # Corners, normalised, computed on the 4 x N rows (the CPU vectorises along N), then shifted by class
-    # and transposed once to the [B, N, 4] that NMS takes.
-    mh, mw = input_hw
-    boxes = ops.slice(out, np.array([0]), np.array([4]), np.array([1]), np.array([1]))  # [B, 4, N]
-    boxes = ops.divide(boxes, np.array([mw, mh, mw, mh], np.float32).reshape(1, 4, 1))
-    cx, cy, w, h = ops.split(boxes, 1, 4).outputs()
-    half_w, half_h = ops.multiply(w, np.float32(0.5)), ops.multiply(h, np.float32(0.5))
-    corners = ops.concat(
-        [ops.subtract(cx, half_w), ops.subtract(cy, half_h), ops.add(cx, half_w), ops.add(cy, half_h)], 1
-    )  # [B, 4, N]
-    shifted = ops.transpose(ops.add(corners, shift), np.array([0, 2, 1]))  # [B, N, 4]
+    classes = np.arange(c4 - 4, dtype=np.float32)
+    shift = ops.gather(classes * np.float32(SHIFT), best_class, np.int64(0))  # [B, N]
+    # Centre boxes in input pixels, [B, 4, N]; for NMS normalised, the centres shifted by class (on the
+    # 4 x N rows: vectorised along N), then the [B, N, 4] NMS takes.
+    boxes = part(0, 4)
+    column = (1, 4, 1)
+    shifted = ops.add(
+        ops.divide(boxes, np.array([mw, mh, mw, mh], np.float32).reshape(column)),
+        ops.multiply(ops.unsqueeze(shift, np.array([1], np.int64)), np.array([1, 1, 0, 0], np.float32).reshape(column)),
+    )
+    # [B, 4, N] → [B, N, 4] as a Gather with constant indices: 6 µs against the Transpose's 23 µs here
+    # (OpenVINO's CPU Transpose of a 4 x 8400 f32 block is not vectorised).
+    t = (np.arange(4)[None, :] * n + np.arange(n)[:, None]).reshape(-1).astype(np.int32)  # (n, c) ← c * N + n
+    shifted = ops.gather(ops.reshape(shifted, np.array([b, 4 * n], np.int64), False), t, np.int64(1))
+    shifted = ops.reshape(shifted, np.array([b, n, 4], np.int64), False)
     nms = ops9.non_max_suppression(
         shifted,
         ops.unsqueeze(best_score, np.array([1], np.int64)),  # [B, 1, N]: one class
         np.array([limit], np.int64),
         np.array([iou], np.float32),
         np.array([score], np.float32),
-        box_encoding="corner",
-        sort_result_descending=False,  # per frame, best first: frames stay in batch order
-        output_type="i64",
+        box_encoding="center",
+        sort_result_descending=False,  # frame after frame, each best first (ties: candidate order)
+        output_type="i32",
     )
-    picked = nms.output(0)  # [K, 3]: (frame, class 0, candidate), in NMS order; past the selected: -1
-    frame = ops.gather(picked, np.array([0]), 1)  # [K, 1]
-    selected = ops.greater_equal(frame, np.int64(0))
-    # Each selected row's place in NMS's order (1, 2, ...: frames in batch order, each best first; ties as
-    # OpenVINO's NMS orders them, candidate order on its CPU kernel, which the tests check) at (frame,
-    # candidate). Padding rows all write to a spare column N, sliced off: no two selected rows share a cell.
-    where = ops.concat(
-        [ops.select(selected, frame, np.int64(0)), ops.select(selected, ops.gather(picked, np.array([2]), 1), d2)], 1
-    )  # [K, 2]
-    place = ops.cumsum(ops.squeeze(ops.convert(selected, "i32"), np.array([1], np.int64)), np.int64(0))  # [K]
-    marks = ops.scatter_nd_update(np.zeros((b, d2 + 1), np.int32), where, place)  # [B, N + 1]: static again
-    marks = ops.slice(marks, np.array([0]), np.array([d2]), np.array([1]), np.array([1]))  # [B, N]
-    # The kept candidates in NMS's order: the TopK of -place (the rest rank below every place), and rows.
-    kept_mark = ops.greater(marks, np.int32(0))
-    rank = ops.select(kept_mark, ops.negative(marks), np.int32(-(2**30)))
-    kept = ops.topk(rank, np.int64(limit), 1, "max", "value", "i32").output(1)  # [B, limit]
+    picked = nms.output(0)  # [K, 3]: (frame, class 0, candidate); past the selected: -1
+    frame = ops.gather(picked, np.int64(0), np.int64(1))  # [K]
+    mine = ops.equal(ops.unsqueeze(frame, np.array([1], np.int64)), np.arange(b, dtype=np.int32).reshape(1, b))
+    count = ops.reduce_sum(ops.select(mine, np.int32(1), np.int32(0)), np.array([0], np.int64), False)  # [B]
+    at: Any = np.arange(limit, dtype=np.int32).reshape(1, limit)  # frame f's rows: start_f + 0..limit-1
+    if b > 1:
+        start = ops.cumsum(count, np.int64(0), exclusive=True)  # [B]
+        at = ops.add(ops.unsqueeze(start, np.array([1], np.int64)), at)
+    candidates = ops.pad(ops.gather(picked, np.int64(2), np.int64(1)), np.array([0]), np.array([b * limit]), "constant")
+    kept = ops.gather(candidates, at, np.int64(0))  # [B, limit]; -1 (NMS's padding) is the last candidate
     kept_class = ops.gather(classes, ops.gather(best_class, kept, np.int64(1), 1), np.int64(0))  # [B, limit]
     kept_score = ops.gather(best_score, kept, np.int64(1), 1)
-    kept_boxes = ops.gather(corners, kept, np.int64(2), 1)  # [B, 4, limit]
-    rows = ops.concat(
-        [
-            ops.unsqueeze(kept_class, np.array([1], np.int64)),
-            ops.unsqueeze(kept_score, np.array([1], np.int64)),
-            kept_boxes,
-        ],
-        1,
-    )  # [B, 6, limit]
-    rows = ops.transpose(rows, np.array([0, 2, 1]))  # [B, limit, 6]
-    count = ops.reduce_sum(ops.convert(kept_mark, "i32"), np.array([1]), False)  # [B]
+    centres = ops.gather(boxes, kept, np.int64(2), 1)  # [B, 4, limit]: cx, cy, w, h of the kept
+    # Corners (cx, cy, cx, cy) + (w, h, w, h) x (-1/2, -1/2, 1/2, 1/2), mapped to the frame and clipped.
+    a, off, hi = _frame_map(model.get_parameters()[0], key, input_hw, resize)
+    corners = ops.add(
+        ops.gather(centres, np.array([0, 1, 0, 1], np.int64), np.int64(1)),
+        ops.multiply(
+            ops.gather(centres, np.array([2, 3, 2, 3], np.int64), np.int64(1)),
+            np.array([-0.5, -0.5, 0.5, 0.5], np.float32).reshape(1, 4, 1),
+        ),
+    )
+    in_frame = ops.minimum(ops.maximum(ops.subtract(ops.multiply(corners, a), off), np.float32(0)), hi)
+    one = np.array([1], np.int64)
+    rows = ops.concat([ops.unsqueeze(kept_class, one), ops.unsqueeze(kept_score, one), in_frame], 1)  # [B, 6, limit]
     rows.output(0).get_tensor().set_names({NMS_ROWS})
     count.output(0).get_tensor().set_names({NMS_COUNT})
     results = [*model.get_results(), ops.result(rows.output(0)), ops.result(count.output(0))]
@@ -433,8 +474,6 @@ def prepare(
         model.reshape({port.any_name: [batch, h, w, 3] if nhwc else list(model_shape)})
     except RuntimeError as exc:
         raise ModelError(f"{path}: cannot reshape input to batch {batch}, {w}x{h}: {str(exc)[:200]}") from None
-    if yolo_nms is not None and len(model.outputs) == 1 and _fits_yolo(model.output(0).get_partial_shape()):
-        model = _yolo_nms(model, *yolo_nms, input_hw=(h, w))
     frame_w, frame_h = cfg.frame_size if cfg.frame_size is not None else (w, h)
     if key is None:
         key = (frame_h, frame_w, "bgr")
@@ -463,6 +502,8 @@ def prepare(
         built = ppp.build()
     except RuntimeError as exc:
         raise ModelError(f"{path}: cannot add pre-processing: {str(exc)[:200]}") from None
+    if yolo_nms is not None and len(built.outputs) == 1 and _fits_yolo(built.output(0).get_partial_shape()):
+        built = _yolo_nms(built, *yolo_nms, input_hw=(h, w), key=key, resize=cfg.resize)
     outputs = tuple(
         (
             o.any_name if o.get_names() else f"output{i}",

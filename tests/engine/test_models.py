@@ -305,6 +305,38 @@ def test_in_graph_yolo_nms_at_a_batch_level_splits_each_frames_rows(cache_dir: P
         np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
 
 
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_in_graph_yolo_nms_boxes_are_in_frame_pixels_on_the_any_size_graph_and_on_the_sizes_own(
+    cache_dir: Path, tmp_path: Path, resize: str
+) -> None:
+    """The graph maps the kept boxes to the frame and clips them: from constants on a size's own graph,
+    from the frame's shape on the any-size graph (letterbox_size's arithmetic). Both give the float64
+    reference's boxes, at the default precision (bf16 where the CPU has it), for a 720p and a gray VGA
+    frame: the expected boxes include one clipped at the frame's edge (through the letterbox pad)."""
+    from edgeagent.detect import Decoder
+    from tests.detectors import expected_yolo, yolo_model
+
+    cfg = ModelConfig(path=str(yolo_model(tmp_path / "y.xml")), cache_dir=str(cache_dir), resize=resize)
+    engine = Engine(cfg, CpuPlan.make(None), yolo_nms=(0.25, 0.45, 100))
+    compiled = engine.compile(LEVEL0)
+    activate(engine, compiled)
+    decoder = Decoder("yolo", (320, 320), 0.25, 0.45, 100, rows=1)
+    for image, pix in ((np.full((720, 1280, 3), 90, np.uint8), "bgr"), (np.zeros((480, 640), np.uint8), "gray")):
+        frame = frame_of(image, pix)
+        want = expected_yolo(image.shape[:2], letterbox=resize == "letterbox")
+        assert not engine.has_size(frame.key)
+        for graph in ("any-size", "own"):
+            if graph == "own":
+                assert engine.add_size(compiled.uid, frame.key, engine.compile_size(compiled, frame.key, cfg), 8) == []
+            engine.submit([frame])
+            c = engine.complete(next_done(engine))
+            assert c.error is None, c.error
+            got = decoder(c.outputs[0], geometry(image.shape[:2], compiled.info))
+            assert got.classes.tolist() == [d["class"] for d in want], graph
+            np.testing.assert_allclose(got.scores, [d["score"] for d in want], atol=1e-6)
+            np.testing.assert_allclose(got.boxes, [d["box"] for d in want], atol=0.02, err_msg=f"{graph} {pix}")
+
+
 def test_the_switcher_keeps_the_running_and_the_last_left_compiled_levels(cache_dir: Path) -> None:
     from edgeagent.switcher import Switcher
     from edgeagent.tuner import derive_ladder

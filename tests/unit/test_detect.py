@@ -151,3 +151,26 @@ def test_json_text_is_the_json_encoders_text_of_the_json_form() -> None:
     for d in (det, odd, EMPTY):
         for lab in (None, labels):
             assert d.json_text(lab) == json.dumps(d.as_json(lab), separators=(",", ":")), (d, lab)
+
+
+def test_detections_from_the_in_graph_rows_equal_the_column_form() -> None:
+    """The in-graph NMS's rows ([6, limit] per frame, read transposed as they are) give the same classes,
+    scores, boxes, JSON form and JSON text as the three column arrays, and only the first ``count``."""
+    rng = np.random.default_rng(5)
+    k, limit = 4, 10
+    classes, scores = rng.integers(0, 3, k), np.sort(rng.random(k).astype(np.float32))[::-1]
+    boxes = (rng.random((k, 4)) * 640).astype(np.float32)
+    out = np.zeros((1, 6, limit), np.float32)
+    out[0, :, :k] = np.column_stack([classes, scores, boxes]).T
+    out[0, :, k:] = 7  # other candidates, past the count
+    decoder = Decoder("yolo", (640, 640), 0.25, 0.45, 100, rows=1)
+    geo = Geometry((640, 640), 1.0, 1.0, 0, 0)  # not used: the graph mapped the boxes
+    got = decoder([np.zeros(1), out, np.array([k], np.int32)], geo)
+    want = Detections(classes.astype(np.int64), scores, boxes)
+    assert len(got) == k and got.classes.tolist() == want.classes.tolist() and got.classes.dtype == np.int64
+    np.testing.assert_array_equal(got.scores, want.scores)
+    np.testing.assert_array_equal(got.boxes, want.boxes)
+    for lab in (None, ["a", "b", "c"]):
+        assert got.as_json(lab) == want.as_json(lab)
+        assert got.json_text(lab) == want.json_text(lab)
+    assert len(decoder([np.zeros(1), out, np.array([0], np.int32)], geo)) == 0
