@@ -85,6 +85,7 @@ class Agent:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.cpus = CpuPlan.make(cfg.engine.cpus)
         self.cpus.apply_process()
+        _pin_zmq_thread(self.cpus.zmq)
         rc = cfg.results
         nms = (rc.score_threshold, rc.iou_threshold, rc.max_detections) if rc.postprocess == "yolo" else None
         self.engine = Engine(cfg.model, self.cpus, yolo_nms=nms)
@@ -115,7 +116,7 @@ class Agent:
         )
         log.info(
             "event=exec_config level=%d hint=%s streams=%d requests=%d batch=%d threads=%d precision=%s "
-            "pinning=on cpus=%s inference_cpus=%s io_cpus=%s",
+            "pinning=on cpus=%s inference_cpus=%s io_cpus=%s zmq_cpus=%s",
             level,
             "LATENCY" if compiled.level.streams == 1 else "THROUGHPUT",
             compiled.streams,
@@ -126,6 +127,7 @@ class Agent:
             _cpus(self.cpus.all),
             _cpus(self.cpus.inference),
             _cpus(self.cpus.io),
+            _cpus(self.cpus.zmq) if self.cpus.zmq else "any",
         )
         log.info(
             "event=ladder adaptive=%s sla_p99_ms=%g levels=%s",
@@ -157,7 +159,7 @@ class Agent:
             self.metrics_address = self.metrics.serve(cfg.metrics.listen)
         eps = sockets.endpoints()  # before start: afterwards only the I/O thread touches sockets
         self.switcher.start()
-        self.loop.start(self.cpus.io if self.cpus.io != self.cpus.inference else None)
+        self.loop.start(self.cpus.io)
         log.info(
             "event=listening %s metrics=%s",
             " ".join(f"{k}={q(','.join(v))}" for k, v in eps.items()),
@@ -360,6 +362,19 @@ def _check_results(cfg: Config, info: ModelInfo) -> None:
 
 def _cpus(cpus: tuple[int, ...]) -> str:
     return ",".join(map(str, cpus))
+
+
+def _pin_zmq_thread(cpus: tuple[int, ...]) -> None:
+    """Pin ZeroMQ's background (I/O) thread of the process's context to ``cpus`` (CpuPlan.zmq). Takes
+    effect only if set before the context's first socket; without libzmq support it is left as is."""
+    if not cpus:
+        return
+    ctx: zmq.Context[Any] = zmq.Context.instance()
+    try:
+        for cpu in cpus:
+            ctx.set(zmq.THREAD_AFFINITY_CPU_ADD, cpu)
+    except (AttributeError, zmq.ZMQError) as exc:
+        log.info("event=zmq_pinning_off reason=%s", q(str(exc)))
 
 
 def _stamp(cfg: ModelConfig) -> tuple[float, int] | None:

@@ -2,10 +2,10 @@
 
 1. How a job is handed to OpenVINO and back to the I/O thread, interleaved sample by sample on the same
    compiled model: ``start_async()+wait()`` (the floor); the job run on the calling thread through the
-   compiled ``InferRequest.infer`` (what the agent does at one request on 1-2 CPUs, ``Engine.run``) and
+   compiled ``InferRequest.infer`` (what the agent does at one request on a single CPU, ``Engine.run``) and
    through the public ``infer()`` (its Python input dispatch and output dict); ``InferRequest`` without
-   a callback, the owner waiting in ``wait_for`` slices (what it does at one request with a CPU of its
-   own, or for a long job); ``InferRequest`` with
+   a callback, the owner waiting in ``wait_for`` slices (what it does at one request otherwise: 2 CPUs and
+   up, or a long job); ``InferRequest`` with
    ``set_callback`` + eventfd to a thread waiting in a poller (what it does at more); the same callback
    with the owner in ``wait_for`` (which shows the cost is the Python callback, not the eventfd); and
    ``AsyncInferQueue`` + callback + eventfd.

@@ -2,7 +2,7 @@
 
 One frame's path: socket (receive timestamp) → :func:`~edgeagent.wire.parse_frame` → its source's
 slot (:mod:`edgeagent.io.slots`) → an idle infer request (zero copy): at one request a short job is run
-on this thread (``Engine.run``, where it shares the inference CPUs) or started and waited for
+on this thread (``Engine.run``, on a single CPU) or started and waited for
 (``Engine.wait``); at more, started, and OpenVINO's callback → completion deque + eventfd wake
 → REQ reply, then PUB result (:mod:`edgeagent.io.results`)
 → accounting, latency hook, window meter (:mod:`edgeagent.io.meter`) → at each window end the
@@ -61,11 +61,12 @@ WAIT_MARGIN_NS = 500_000  # it starts waiting on the request this long before th
 # costs more than it tells (on 2 vCPUs it preempts inference: bench latency p50 +3-5 % at a 3 ms job), and
 # a frame read after the wait is overstated by at most this much (after a job it ran itself: that job).
 POLL_DURING_JOBS_OVER_NS = 5_000_000
-# At one request on 1-2 CPUs, the I/O thread runs a job itself when 95 % of the recent ones took at most
-# this long (not while no job has been seen: the first jobs after a start, a level switch or an idle spell
-# are started and waited for; nor on the any-size graph: a 1080p frame's job there took ~45 ms where the
-# estimate from 224x224 jobs said 3.6): longer ones are waited for, so that what comes meanwhile is read and
-# stamped within WAIT_SLICE_MS and the inbox (stop, swaps) is seen.
+# At one request where the I/O thread's CPUs are the inference CPUs (1 CPU: engine.split_cpus), it runs a
+# job itself when 95 % of the recent ones took at most this long (not while no job has been seen: the first
+# jobs after a start, a level switch or an idle spell are started and waited for; nor on the any-size graph:
+# a 1080p frame's job there took ~45 ms where the estimate from 224x224 jobs said 3.6): longer ones are
+# waited for, so that what comes meanwhile is read and stamped within WAIT_SLICE_MS and the inbox (stop,
+# swaps) is seen.
 INLINE_JOBS_UP_TO_NS = 5_000_000
 WINDOW_CHECK_NS = 5_000_000  # window ends, source expiry and the CPU reading are looked at this often
 MAX_BURST = 256  # messages read from one socket at once after a wait on a busy request, or while stopping

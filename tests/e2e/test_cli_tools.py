@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeagent.engine import split_cpus
+from edgeagent.engine import CpuPlan, split_cpus
 from edgeagent.publisher import Publisher
 from tests.helpers import run_cli
 
@@ -107,6 +107,33 @@ def test_ready_line_says_where_to_send_frames(start_agent: Any) -> None:
 
 def test_cpu_plan_keeps_a_cpu_for_sockets_from_three_up() -> None:
     assert split_cpus((0,)) == ((0,), (0,))
-    assert split_cpus((0, 1)) == ((0, 1), (0, 1))  # 2 CPUs: share, inference needs both
+    assert split_cpus((0, 1)) == ((0, 1), (0,))  # 2 CPUs: inference needs both; the I/O thread on the first
     assert split_cpus((2, 5, 7)) == ((5, 7), (2,))
     assert split_cpus(tuple(range(16))) == (tuple(range(1, 16)), (0,))
+    plan = CpuPlan.make(None)  # this machine's
+    assert plan.io == plan.inference[:1] if len(plan.all) <= 2 else plan.io == plan.all[:1]
+    assert plan.zmq == (plan.all[1:] if len(plan.all) == 2 else ())
+
+
+def test_the_running_agent_pins_its_io_thread_and_zeromqs_thread_as_planned(start_agent: Any) -> None:
+    """Read back from the running agent's threads (/proc): the I/O thread on the plan's I/O CPU; on 2 CPUs,
+    ZeroMQ's background thread on the other one; and the plan in the start-up log."""
+    plan = CpuPlan.make(None)
+    agent = start_agent("--static")
+    line = agent.wait_for("event=exec_config")
+    assert f"io_cpus={','.join(map(str, plan.io))} " in line, line
+    assert f"zmq_cpus={','.join(map(str, plan.zmq)) or 'any'}" in line, line
+    tasks = Path(f"/proc/{agent.proc.pid}/task")
+    allowed = {}
+    for t in tasks.iterdir():
+        try:
+            name = (t / "comm").read_text().strip()
+            cpus = next(
+                ln.split()[1] for ln in (t / "status").read_text().splitlines() if ln.startswith("Cpus_allowed_list")
+            )
+        except (OSError, StopIteration):
+            continue
+        allowed.setdefault(name, set()).add(cpus)
+    assert str(plan.io[0]) in allowed.get("python", set()), allowed  # Python threads are all named "python"
+    if plan.zmq:
+        assert allowed.get("ZMQbg/IO/0") == {str(plan.zmq[0])}, allowed
