@@ -294,8 +294,9 @@ def _spatial_step(key: SizeKey, mh: int, mw: int, rgb: bool, resize: str, pad_va
 
 NMS_ROWS, NMS_COUNT = "detections", "detections_count"
 # Class-wise NMS as one NMS: a box of class c is moved by SHIFT x c (normalised units; boxes span about
-# [0, 1]), so boxes of different classes never overlap. Undone on the kept rows: within float32's
-# rounding at SHIFT x C (3e-5 of the input's side for 80 classes, 0.02 px at 640).
+# [0, 1]), so boxes of different classes never overlap. Only NMS sees the shifted boxes (its IoU within
+# float32's rounding at SHIFT x C: 3e-5 of the input's side for 80 classes); the kept boxes are read
+# unshifted.
 SHIFT = 4.0
 
 

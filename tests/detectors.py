@@ -47,8 +47,12 @@ def _through_input(x: Any, const: np.ndarray) -> Any:
     return ops.add(ops.constant(const), ops.reshape(zero, ops.constant(np.array(shape, np.int64)), False))
 
 
-def yolo_model(path: Path, size: int = 320, candidates_first: bool = False, n: int = 2100) -> Path:
-    """An ultralytics-format head: output [1, 4+C, N] (or [1, N, 4+C]) with YOLO_CANDIDATES first."""
+def yolo_model(
+    path: Path, size: int = 320, candidates_first: bool = False, n: int = 2100, scores_by_brightness: bool = False
+) -> Path:
+    """An ultralytics-format head: output [1, 4+C, N] (or [1, N, 4+C]) with YOLO_CANDIDATES first.
+    ``scores_by_brightness``: every score times the frame's mean pixel / 255 (channels first only), so the
+    frames of one batch get different detections: none for a black frame, all for a white one."""
     out = np.zeros((1, 4 + YOLO_CLASSES, n), np.float32)
     out[0, 4:, :] = 0.001
     for i, (cx, cy, w, h, c, s) in enumerate(YOLO_CANDIDATES):
@@ -60,6 +64,11 @@ def yolo_model(path: Path, size: int = 320, candidates_first: bool = False, n: i
         out = np.ascontiguousarray(out.transpose(0, 2, 1))
     x = ops.parameter([1, 3, size, size], np.float32, name="images")
     y = _through_input(x, out)
+    if scores_by_brightness:
+        bright = ops.divide(ops.reduce_mean(x, np.array([1, 2, 3]), keep_dims=True), np.float32(255))  # [B,1,1,1]
+        is_box = (np.arange(4 + YOLO_CLASSES) < 4).astype(np.float32).reshape(1, -1, 1)
+        factor = ops.add(is_box, ops.multiply(1 - is_box, ops.reshape(bright, np.array([-1, 1, 1]), False)))
+        y = ops.multiply(y, factor)
     y.output(0).get_tensor().set_names({"output0"})
     ov.save_model(ov.Model([y.output(0)], [x], "synthetic-yolo"), path, compress_to_fp16=False)
     return path

@@ -6,9 +6,9 @@ p50s), compiled as the agent's level 0 (LATENCY hint), on the same frame:
 
 (e) inference of the plain model (pre-processing in the graph, no post-processing);
 (a) inference with decode + class-wise NMS appended in the graph (``models._yolo_nms``);
-(b) the agent's remaining Python: NMS rows → detections → frame pixels;
+(b) the agent's remaining Python: NMS rows → detections (in frame pixels) → their JSON;
 (d) the numpy alternative on (e)'s output: best class over the whole [C, N] score block, threshold,
-    class-wise NMS, frame pixels (``detect.decode_yolo``).
+    class-wise NMS, frame pixels (``detect.decode_yolo``), their JSON.
 
 Default model: nudenet's YOLOv8n-format ``320n.onnx`` (shipped in its PyPI wheel) at 640x640, a
 YOLOv8n-class detector; any ultralytics-format model with ``--model``/``--input-shape``.
@@ -121,9 +121,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             req.wait()
         elif kind == "b":
             det = decoder(nms_out, geo)
+            det.json_text()  # what the agent writes into every result
             found["b"] = len(det)
         else:
             det = to_frame(decode_yolo(plain_out[0], args.score, args.iou, 100), geo)
+            det.json_text()
             found["d"] = len(det)
         return (time.perf_counter_ns() - t0) / 1e6
 

@@ -59,10 +59,10 @@ class InstantEngine:
         self.output = np.random.default_rng(0).random((1, 1000), np.float32)
 
     batch = 1
-    # Like the real engine at one request where the I/O thread shares the inference CPUs: the loop runs
-    # each job on its own thread (run), here done at once.
+    # Like the real engine at one request on 2 CPUs: the loop starts each job and waits for it (no
+    # callback), here done at once. (On a single CPU the loop would run it itself: run().)
     waits = True
-    inline = True
+    inline = False
 
     def activate(self, compiled: _Compiled, on_done: Callable[[int], None]) -> None:
         self.active, self.idle, self._on_done = compiled, [0], on_done

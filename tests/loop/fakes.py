@@ -59,7 +59,7 @@ class FakeEngine:
     def __init__(self, wait_at_one_request: bool = False, inline: bool = False) -> None:
         """``wait_at_one_request``: like the real engine, no callback at a level of one request, where the
         loop waits for its job (:meth:`wait`); the default calls back at every level, so tests drive
-        completions as they arrive from another thread. ``inline``: like the real engine on 1-2 CPUs, the
+        completions as they arrive from another thread. ``inline``: like the real engine on a single CPU, the
         loop runs a level-one job on its own thread (:meth:`run` blocks until the test finishes it)."""
         self.wait_at_one_request = wait_at_one_request or inline
         self.inline_at_one_request = inline
