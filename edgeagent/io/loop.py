@@ -443,6 +443,8 @@ class IOLoop:
 
         def save() -> None:
             try:
+                # Started here, it would inherit this thread's pin (one CPU): the process's CPUs instead.
+                os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as fh:
                     fh.write(data)
