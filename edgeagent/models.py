@@ -180,9 +180,13 @@ def letterbox_size(h: int, w: int, mh: int, mw: int) -> tuple[int, int, int, int
 
 def geometry(frame_hw: tuple[int, int], info: ModelInfo) -> Geometry:
     """How a frame of ``frame_hw`` maps to the model input under ``info.resize``."""
+    return _geometry(frame_hw, info.model_hw, info.resize)
+
+
+def _geometry(frame_hw: tuple[int, int], model_hw: tuple[int, int], resize: str) -> Geometry:
     h, w = frame_hw
-    mh, mw = info.model_hw
-    if info.resize == "letterbox":
+    mh, mw = model_hw
+    if resize == "letterbox":
         nh, nw, top, left = letterbox_size(h, w, mh, mw)
         return Geometry(frame_hw, nh / h, nw / w, top, left)
     return Geometry(frame_hw, mh / h, mw / w, 0, 0)
@@ -308,10 +312,9 @@ def _frame_map(param: Any, key: SizeKey, model_hw: tuple[int, int], resize: str)
     h, w, _pix = key
     mh, mw = model_hw
     if h:
-        nh, nw, top, left = letterbox_size(h, w, mh, mw) if resize == "letterbox" else (mh, mw, 0, 0)
-        sy, sx = nh / h, nw / w
-        a = np.array([1 / sx, 1 / sy] * 2, np.float32).reshape(1, 4, 1)
-        b = np.array([left / sx, top / sy] * 2, np.float32).reshape(1, 4, 1)
+        g = _geometry((h, w), model_hw, resize)
+        a = np.array([1 / g.sx, 1 / g.sy] * 2, np.float32).reshape(1, 4, 1)
+        b = np.array([g.left / g.sx, g.top / g.sy] * 2, np.float32).reshape(1, 4, 1)
         return a, b, np.array([w, h, w, h], np.float32).reshape(1, 4, 1)
     hw = ops.convert(ops.gather(ops.shape_of(param, "i64"), np.array([1, 2], np.int64), np.int64(0)), "f32")
     target = np.array([mh, mw], np.float32)
